@@ -1,0 +1,285 @@
+//! The admin HTTP API (hyper, on the control-plane thread's tokio runtime).
+//!
+//! Backends push, broadcast, kick and look users up here; operators read `/v1/stats`,
+//! `/metrics`, `/healthz`, `/readyz`. Handlers talk to shards only through the
+//! [`Router`](crate::router::Router) and the shards' inboxes; nothing here touches a
+//! connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
+
+use crate::metrics::ShardStats;
+use crate::packet;
+use crate::proto::{Command, PushMsg};
+use crate::router::ShardMsg;
+use crate::shard::Node;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+/// Largest request body accepted, bytes.
+const MAX_BODY: usize = 1 << 20;
+/// Most user ids in one push or lookup.
+const MAX_USERS: usize = 100_000;
+
+type Reply = Response<Full<Bytes>>;
+
+/// Serves the admin API on `listener` until `stop` turns true.
+pub async fn serve(listener: tokio::net::TcpListener, node: Arc<Node>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(cause = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let node = node.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&node, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                debug!(cause = %e, "admin connection ended");
+            }
+        });
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static response parts")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json(status, serde_json::json!({ "error": message.into() }))
+}
+
+async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path().to_string();
+    let open = matches!(path.as_str(), "/healthz" | "/readyz");
+    if let (Some(token), false) = (&node.config.admin.token, open) {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token");
+        }
+    }
+    let method = req.method().clone();
+    match (method, path.as_str()) {
+        (Method::POST, "/v1/push") => match body::<PushRequest>(req).await {
+            Ok(r) => push(node, r).await,
+            Err(e) => e,
+        },
+        (Method::POST, "/v1/broadcast") => match body::<BroadcastRequest>(req).await {
+            Ok(r) => broadcast(node, r).await,
+            Err(e) => e,
+        },
+        (Method::POST, "/v1/kick") => match body::<KickRequest>(req).await {
+            Ok(r) => kick(node, r).await,
+            Err(e) => e,
+        },
+        (Method::GET, "/v1/online") => online(node, req.uri().query().unwrap_or("")),
+        (Method::GET, "/v1/stats") => {
+            let shards = gather_stats(node).await;
+            json(StatusCode::OK, stats_json(node, &shards))
+        }
+        (Method::GET, "/metrics") => {
+            let shards = gather_stats(node).await;
+            Response::builder()
+                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(Full::new(Bytes::from(crate::prometheus::render(node, &shards))))
+                .expect("static response parts")
+        }
+        (Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        (Method::GET, "/readyz") => {
+            if node.draining.load(Ordering::Relaxed) {
+                json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "ready": false, "reason": "draining" }))
+            } else {
+                json(StatusCode::OK, serde_json::json!({ "ready": true }))
+            }
+        }
+        (_, "/v1/push" | "/v1/broadcast" | "/v1/kick" | "/v1/online" | "/v1/stats" | "/metrics" | "/healthz" | "/readyz") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+/// Reads and decodes a JSON body; any failure is a ready 4xx reply.
+async fn body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {MAX_BODY} bytes"))),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")))
+}
+
+/// `msg` of a push or broadcast request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MsgSpec {
+    msg_id: i64,
+    sender_id: i64,
+    receiver_id: i64,
+    group_id: i64,
+    #[serde(rename = "type")]
+    kind: i32,
+    content: String,
+}
+
+impl MsgSpec {
+    fn into_push(self, receiver_id: i64) -> PushMsg {
+        PushMsg {
+            msg_id: self.msg_id,
+            sender_id: self.sender_id,
+            receiver_id: if self.receiver_id != 0 { self.receiver_id } else { receiver_id },
+            group_id: self.group_id,
+            r#type: self.kind,
+            content: self.content,
+            server_ts_us: packet::now_us(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushRequest {
+    user_ids: Vec<i64>,
+    msg: MsgSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastRequest {
+    msg: MsgSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickRequest {
+    user_id: i64,
+    #[serde(default)]
+    platform: Option<i32>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn push(node: &Arc<Node>, req: PushRequest) -> Reply {
+    if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
+        return error(StatusCode::BAD_REQUEST, format!("user_ids must list 1 to {MAX_USERS} users"));
+    }
+    if req.user_ids.iter().any(|&u| u <= 0) {
+        return error(StatusCode::BAD_REQUEST, "user_ids must be positive");
+    }
+    // receiver_id is the user when the push names exactly one; the frame is encoded
+    // once for every recipient, so a list push carries msg.receiver_id (default 0).
+    let receiver = if req.user_ids.len() == 1 { req.user_ids[0] } else { 0 };
+    let frame = packet::frame(Command::Push, 0, &req.msg.into_push(receiver));
+    let report = node.router.push(&req.user_ids, frame).await;
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "users": req.user_ids.len(), "online_users": report.online_users, "shards": report.shards }),
+    )
+}
+
+async fn broadcast(node: &Arc<Node>, req: BroadcastRequest) -> Reply {
+    let frame = packet::frame(Command::Push, 0, &req.msg.into_push(0));
+    let report = node.router.broadcast(frame).await;
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "online_users": report.online_users, "shards": report.shards }),
+    )
+}
+
+async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
+    if req.user_id <= 0 {
+        return error(StatusCode::BAD_REQUEST, "user_id must be positive");
+    }
+    let reason = req.reason.unwrap_or_else(|| "kicked by admin".to_string());
+    let kicked = node.router.kick(req.user_id, req.platform, &reason).await;
+    json(StatusCode::OK, serde_json::json!({ "user_id": req.user_id, "kicked": kicked }))
+}
+
+fn online(node: &Arc<Node>, query: &str) -> Reply {
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("user_ids="))
+        .unwrap_or("");
+    let mut ids = Vec::new();
+    for part in raw.split(',').filter(|p| !p.is_empty()) {
+        match part.trim().parse::<i64>() {
+            Ok(id) if id > 0 => ids.push(id),
+            _ => return error(StatusCode::BAD_REQUEST, format!("user_ids: `{part}` is not a user id")),
+        }
+    }
+    if ids.is_empty() || ids.len() > MAX_USERS {
+        return error(StatusCode::BAD_REQUEST, "user_ids=1,2,... is required");
+    }
+    let gateway = node.gateway_id();
+    let users: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|&id| {
+            let sessions: Vec<serde_json::Value> = node
+                .router
+                .directory
+                .with_sessions(id, |s| {
+                    s.iter()
+                        .map(|l| serde_json::json!({ "platform": l.platform, "gateway_id": gateway, "shard": l.shard, "session_id": node.session_string(l.session) }))
+                        .collect()
+                })
+                .unwrap_or_default();
+            serde_json::json!({ "user_id": id, "online": !sessions.is_empty(), "sessions": sessions })
+        })
+        .collect();
+    json(StatusCode::OK, serde_json::json!({ "users": users }))
+}
+
+/// Asks every shard for its figures (merge on read).
+pub async fn gather_stats(node: &Arc<Node>) -> Vec<ShardStats> {
+    shards::gather(&node.router.mesh, |_, reply| {
+        // The reply sender is typed (shard, stats); adapt it.
+        ShardMsg::Stats { reply }
+    })
+    .await
+    .into_iter()
+    .enumerate()
+    .map(|(i, s)| s.unwrap_or(ShardStats { shard: i, ..Default::default() }))
+    .collect()
+}
+
+fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
+    let total = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
+    serde_json::json!({
+        "gateway_id": node.gateway_id(),
+        "shards": shards,
+        "total": {
+            "connections": total(|s| s.connections),
+            "users": node.router.directory.users(),
+            "handshakes": total(|s| s.handshakes),
+            "pushes_queued": total(|s| s.pushes_queued),
+            "frames_out": total(|s| s.frames_out),
+            "drops": total(|s| s.drops),
+            "slow_cuts": total(|s| s.slow_cuts),
+            "kicks": total(|s| s.kicks),
+        },
+        "max_connections": node.max_connections,
+        "open_connections": node.open.load(Ordering::Relaxed),
+        "draining": node.draining.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,53 @@
+//! UPSTREAM: a client sends a message. Embedded mode (no Redis) delivers it straight to
+//! `receiver_id`'s connections on this node as a PUSH with `sender_id` = the sender,
+//! and answers with an `UpstreamResult` whose `bus_id` is `local-<msg_id>`. A receiver
+//! that is not online gets nothing, and the sender an ERROR (RECEIVER_OFFLINE): nothing
+//! is dropped silently.
+
+use super::{decode_body, Ctx};
+use crate::close::CloseReason;
+use crate::metrics;
+use crate::packet::{self, error_code};
+use crate::proto::{Command, PushMsg, UpstreamMsg, UpstreamResult};
+
+/// Decodes the body.
+pub fn parse(body: &[u8]) -> Result<UpstreamMsg, CloseReason> {
+    decode_body(body, "UPSTREAM")
+}
+
+/// Delivers the message (embedded mode) and answers the sender.
+pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
+    metrics::inc(&ctx.shard.metrics.upstream);
+    if msg.receiver_id <= 0 {
+        ctx.conn.reply(packet::error(
+            ctx.seq,
+            error_code::BAD_REQUEST,
+            "receiver_id required: this node has no upstream bus (embedded mode)",
+        ));
+        return Ok(());
+    }
+    let msg_id = ctx.shard.next_msg_id();
+    let push = PushMsg {
+        msg_id,
+        sender_id: ctx.conn.user_id.get(),
+        receiver_id: msg.receiver_id,
+        group_id: msg.group_id,
+        r#type: msg.r#type,
+        content: msg.content,
+        server_ts_us: packet::now_us(),
+    };
+    let frame = packet::frame(Command::Push, 0, &push);
+    if ctx.shard.push(&[msg.receiver_id], frame) == 0 {
+        ctx.conn.reply(packet::error(
+            ctx.seq,
+            error_code::RECEIVER_OFFLINE,
+            "receiver is not online; nothing was delivered",
+        ));
+        return Ok(());
+    }
+    let result = UpstreamResult {
+        bus_id: format!("local-{msg_id}"),
+    };
+    ctx.conn.reply(packet::frame(Command::Upstream, ctx.seq, &result));
+    Ok(())
+}

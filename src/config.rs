@@ -1,0 +1,525 @@
+//! Configuration: one serde struct, layered `flags > env > file > defaults`.
+//!
+//! Owns the meaning, default and unit of every key (mirrored, commented, in
+//! `config/gateway.toml`) and [`Config::validate`], which names the bad key. The CLI
+//! (clap, in `main.rs`) turns its flags into [`Overrides`]; [`Config::load`] does the
+//! layering. Environment keys are `IMGW_<SECTION>_<KEY>`, e.g. `IMGW_AUTH_JWT_SECRET`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file, an env variable or a flag does not fit the schema.
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    /// A value is out of range.
+    #[error("config key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Everything the gateway reads at start-up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners, shards, node identity.
+    pub server: ServerConfig,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Per-connection limits and timers.
+    pub connection: ConnectionConfig,
+    /// Multi-device policy.
+    pub sessions: SessionsConfig,
+    /// Admin HTTP API.
+    pub admin: AdminConfig,
+    /// Redis cluster mode (off when `redis_url` is unset).
+    pub cluster: ClusterConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Client WebSocket listener. Default `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener. Default `127.0.0.1:9090` (keep it private).
+    pub admin_listen: SocketAddr,
+    /// Number of shards (one executor per core). `0` = every online core. Default 0.
+    pub shards: usize,
+    /// This node's id in AuthResult, the admin API and cluster keys. Default `gw-<hostname>`.
+    pub gateway_id: String,
+    /// `listen(2)` backlog of each shard's listener. Default 4096.
+    pub backlog: u32,
+    /// Pin shard i to CPU i. Default true.
+    pub pin_cores: bool,
+    /// glommio io_memory per shard, KiB; each shard locks about 3x this. Default 64.
+    pub io_memory_kib: usize,
+    /// Capacity of each shard's cross-shard inbox, messages. Default 8192.
+    pub shard_inbox: usize,
+    /// Time a client has to complete the HTTP upgrade, ms. Default 5000.
+    pub handshake_timeout_ms: u64,
+    /// Largest HTTP upgrade request accepted, bytes. Default 8192.
+    pub max_handshake_bytes: usize,
+    /// On SIGTERM/SIGINT, clients are told to come back after a random delay spread over
+    /// this window, ms (`retry_after_ms` in the 1001 close reason). Default 5000.
+    pub drain_window_ms: u64,
+    /// Hard deadline for a graceful shutdown, ms. Default 10000.
+    pub shutdown_timeout_ms: u64,
+    /// Join an existing SO_REUSEPORT group on `listen` instead of refusing to start
+    /// (zero-downtime hand-over). Default false.
+    pub reuse_port_join: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".parse().expect("literal address"),
+            admin_listen: "127.0.0.1:9090".parse().expect("literal address"),
+            shards: 0,
+            gateway_id: default_gateway_id(),
+            backlog: 4096,
+            pin_cores: true,
+            io_memory_kib: 64,
+            shard_inbox: 8192,
+            handshake_timeout_ms: 5000,
+            max_handshake_bytes: 8192,
+            drain_window_ms: 5000,
+            shutdown_timeout_ms: 10_000,
+            reuse_port_join: false,
+        }
+    }
+}
+
+fn default_gateway_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_string());
+    format!("gw-{host}")
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 shared secret (used when `jwt_public_key` is unset). Default is a
+    /// development secret; set your own in production.
+    pub jwt_secret: String,
+    /// PEM file with an RSA or EC public key: tokens must then be RS256 or ES256.
+    pub jwt_public_key: Option<PathBuf>,
+    /// PEM private key matching `jwt_public_key`, only for `im-gateway token`.
+    pub jwt_private_key: Option<PathBuf>,
+    /// Required `iss` claim, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+    /// Time an unauthenticated connection has to send AUTH, ms. Default 5000.
+    pub auth_timeout_ms: u64,
+    /// Clock skew tolerated on `exp`, s. Default 0.
+    pub leeway_s: u64,
+}
+
+/// The development secret the default config ships with.
+pub const DEV_JWT_SECRET: &str = "im-gateway-dev-secret-change-me";
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: DEV_JWT_SECRET.to_string(),
+            jwt_public_key: None,
+            jwt_private_key: None,
+            issuer: None,
+            audience: None,
+            auth_timeout_ms: 5000,
+            leeway_s: 0,
+        }
+    }
+}
+
+/// `[connection]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionConfig {
+    /// Heartbeat interval announced to clients in AuthResult, s. Default 30.
+    pub heartbeat_interval_s: u64,
+    /// No inbound frame for this long closes with 4008, s. Default 90.
+    pub idle_timeout_s: u64,
+    /// Largest inbound WebSocket message, bytes; larger closes with 1009. Default 65536.
+    pub max_frame_bytes: usize,
+    /// Connections per process; 0 = the open-file limit less 64 reserved fds. Above it,
+    /// upgrades get 503 + Retry-After. Default 0.
+    pub max_connections: usize,
+    /// Outbound queue per connection, frames; overflow closes with 4009. Default 256.
+    pub outbound_queue: usize,
+    /// Outbound queue per connection, bytes; overflow closes with 4009. Default 1048576.
+    pub outbound_queue_bytes: usize,
+    /// After a close frame is queued, how long the client has to read it before the
+    /// socket is dropped, ms. Default 2000.
+    pub close_linger_ms: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_s: 30,
+            idle_timeout_s: 90,
+            max_frame_bytes: 65_536,
+            max_connections: 0,
+            outbound_queue: 256,
+            outbound_queue_bytes: 1 << 20,
+            close_linger_ms: 2000,
+        }
+    }
+}
+
+/// `[sessions]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// `allow` | `kick_same_platform` | `single`. Default `kick_same_platform`.
+    pub multi_login: MultiLogin,
+}
+
+/// What a new login does to the user's older sessions.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MultiLogin {
+    /// Every session stays.
+    Allow,
+    /// A session on the same platform is kicked.
+    #[default]
+    KickSamePlatform,
+    /// Every older session is kicked.
+    Single,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// When set, every admin request needs `Authorization: Bearer <token>`
+    /// (`/healthz` and `/readyz` excepted).
+    pub token: Option<String>,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db`; unset = embedded single-node registry.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key. Default `im:`.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "im:".to_string(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` | `json`. Default `pretty`.
+    pub format: LogFormat,
+    /// tracing filter (`RUST_LOG` syntax), overridden by `RUST_LOG`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Values given on the command line; they beat env and file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub shards: Option<usize>,
+    pub gateway_id: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+const SECTIONS: &[&str] = &["server", "auth", "connection", "sessions", "admin", "cluster", "log"];
+
+impl Config {
+    /// Loads `defaults <- file <- env <- flags` and validates.
+    ///
+    /// `path` = None reads `config/gateway.toml` when it exists. `env` is the process
+    /// environment (a parameter so tests need not mutate it).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let default_path = Path::new("config/gateway.toml");
+        let path = path.or_else(|| default_path.exists().then_some(default_path));
+        let mut tree = toml::Table::new();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            tree = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            // Check the file alone first so its errors name the file.
+            Self::from_tree(tree.clone(), &path.display().to_string())?;
+        }
+        apply_env(&mut tree, env)?;
+        let mut config = Self::from_tree(tree, "environment")?;
+        let s = &mut config.server;
+        if let Some(v) = overrides.listen {
+            s.listen = v;
+        }
+        if let Some(v) = overrides.admin_listen {
+            s.admin_listen = v;
+        }
+        if let Some(v) = overrides.shards {
+            s.shards = v;
+        }
+        if let Some(v) = &overrides.gateway_id {
+            s.gateway_id = v.clone();
+        }
+        if let Some(v) = &overrides.redis_url {
+            config.cluster.redis_url = Some(v.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_tree(tree: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        Self::deserialize(toml::Value::Table(tree)).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim().to_string(),
+        })
+    }
+
+    /// Checks ranges and cross-key rules; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        }
+        let (s, a, c) = (&self.server, &self.auth, &self.connection);
+        if s.gateway_id.is_empty() || s.gateway_id.contains(char::is_whitespace) {
+            return bad("server.gateway_id", "must be non-empty and contain no whitespace");
+        }
+        if s.shards > 256 {
+            return bad("server.shards", format!("at most 256 (got {})", s.shards));
+        }
+        if s.backlog == 0 {
+            return bad("server.backlog", "must be at least 1");
+        }
+        if !(64..=2048).contains(&s.io_memory_kib) {
+            return bad("server.io_memory_kib", format!("between 64 and 2048 (got {})", s.io_memory_kib));
+        }
+        if s.shard_inbox == 0 {
+            return bad("server.shard_inbox", "must be at least 1");
+        }
+        if s.handshake_timeout_ms == 0 {
+            return bad("server.handshake_timeout_ms", "must be at least 1");
+        }
+        if s.max_handshake_bytes < 256 {
+            return bad("server.max_handshake_bytes", "must be at least 256");
+        }
+        if s.shutdown_timeout_ms == 0 {
+            return bad("server.shutdown_timeout_ms", "must be at least 1");
+        }
+        if a.jwt_public_key.is_none() && a.jwt_secret.len() < 16 {
+            return bad("auth.jwt_secret", "must be at least 16 bytes (or set auth.jwt_public_key)");
+        }
+        if a.auth_timeout_ms == 0 {
+            return bad("auth.auth_timeout_ms", "must be at least 1");
+        }
+        if c.heartbeat_interval_s == 0 {
+            return bad("connection.heartbeat_interval_s", "must be at least 1");
+        }
+        if c.idle_timeout_s <= c.heartbeat_interval_s {
+            return bad(
+                "connection.idle_timeout_s",
+                format!("must exceed heartbeat_interval_s ({} <= {})", c.idle_timeout_s, c.heartbeat_interval_s),
+            );
+        }
+        if !(128..=16 << 20).contains(&c.max_frame_bytes) {
+            return bad("connection.max_frame_bytes", format!("between 128 and 16777216 (got {})", c.max_frame_bytes));
+        }
+        if c.outbound_queue == 0 {
+            return bad("connection.outbound_queue", "must be at least 1");
+        }
+        if c.outbound_queue_bytes < 1024 {
+            return bad("connection.outbound_queue_bytes", "must be at least 1024");
+        }
+        if self.cluster.key_prefix.is_empty() {
+            return bad("cluster.key_prefix", "must not be empty");
+        }
+        if let Some(url) = &self.cluster.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                return bad("cluster.redis_url", format!("must start with redis:// (got {url:?})"));
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", format!("not a tracing filter: {:?}", self.log.level));
+        }
+        Ok(())
+    }
+
+    /// Shards to run: `server.shards`, or every online core when 0.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            0 => shards::online_cores(),
+            n => n,
+        }
+    }
+}
+
+/// Folds `IMGW_<SECTION>_<KEY>=value` into the tree. A value keeps the type the key has
+/// by default (so `IMGW_SERVER_GATEWAY_ID=42` stays a string); an unknown section or
+/// key is reported by the schema check with its env name.
+fn apply_env(tree: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+        origin: "defaults".into(),
+        message: e.to_string(),
+    })?;
+    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("IMGW_")).collect();
+    vars.sort();
+    for (name, raw) in vars {
+        let rest = name["IMGW_".len()..].to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            return Err(ConfigError::Parse {
+                origin: format!("env {name}"),
+                message: "expected IMGW_<SECTION>_<KEY>".into(),
+            });
+        };
+        if !SECTIONS.contains(&section) {
+            return Err(ConfigError::Parse {
+                origin: format!("env {name}"),
+                message: format!("unknown section `{section}`, expected one of {SECTIONS:?}"),
+            });
+        }
+        let default = defaults.get(section).and_then(|s| s.get(key));
+        let value = match default {
+            // String keys, and optional keys (all strings or paths), stay strings.
+            Some(toml::Value::String(_)) | None => toml::Value::String(raw),
+            Some(_) => format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .ok_or_else(|| ConfigError::Parse {
+                    origin: format!("env {name}"),
+                    message: format!("`{raw}` is not a valid value for {section}.{key}"),
+                })?,
+        };
+        let table = tree
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(table) = table.as_table_mut() else {
+            return Err(ConfigError::Parse {
+                origin: format!("env {name}"),
+                message: format!("`{section}` is not a table"),
+            });
+        };
+        table.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+        assert_eq!(Config::default().sessions.multi_login, MultiLogin::KickSamePlatform);
+    }
+
+    #[test]
+    fn shipped_file_matches_defaults_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+        let loaded = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+        let mut expected = Config::default();
+        expected.server.gateway_id = loaded.server.gateway_id.clone();
+        assert_eq!(loaded, expected);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = std::env::temp_dir().join(format!("imgw-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("g.toml");
+        std::fs::write(&file, "[server]\nshards = 3\ngateway_id = \"file\"\n[connection]\nidle_timeout_s = 100\n").unwrap();
+        let cfg = Config::load(
+            Some(&file),
+            env(&[("IMGW_SERVER_SHARDS", "5"), ("IMGW_SERVER_GATEWAY_ID", "42"), ("IMGW_SESSIONS_MULTI_LOGIN", "single")]),
+            &Overrides {
+                shards: Some(7),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cfg.server.shards, 7);
+        assert_eq!(cfg.server.gateway_id, "42");
+        assert_eq!(cfg.connection.idle_timeout_s, 100);
+        assert_eq!(cfg.sessions.multi_login, MultiLogin::Single);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Config::load(None::<&Path>, env(&[("IMGW_CONNECTION_MAX_FRAME_BYTES", "5")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection.max_frame_bytes"), "{err}");
+        let err = Config::load(None::<&Path>, env(&[("IMGW_CONNECTION_OUTBOUND_QUEUE", "lots")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connection.outbound_queue"), "{err}");
+        let err = Config::load(None::<&Path>, env(&[("IMGW_AUTH_NO_SUCH_KEY", "1")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no_such_key"), "{err}");
+        let err = Config::load(None::<&Path>, env(&[("IMGW_SESSIONS_MULTI_LOGIN", "sometimes")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sometimes"), "{err}");
+    }
+}

@@ -1,0 +1,300 @@
+//! One client connection, from accept to close: the upgrade ([`serve`]), then the
+//! connection state machine ([`Connection`]) that moves bytes between the socket and
+//! the command handlers.
+//!
+//! Buffers: a read lands in the shard's scratch buffer and is decoded there; only the
+//! tail of a frame split across reads is copied into the connection's own `inbuf`,
+//! which is freed as soon as it is consumed. Outbound frames are shared `Bytes` in the
+//! connection's [`Outbox`](crate::session::Outbox). An idle connection holds no buffer.
+//!
+//! One task per connection waits on three things at once: the socket turning readable,
+//! room to write queued frames, and its [`ConnHandle`] being poked (a push, a kick, a
+//! deadline from the shard's ticker).
+
+use crate::close::CloseReason;
+use crate::cmd;
+use crate::metrics;
+use crate::session::ConnHandle;
+use crate::shard::{Admission, Shard};
+use crate::ws::frame::{self, Decoder, FrameError, Message};
+use crate::ws::handshake::{self, Upgrade};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tracing::{debug, info_span, Instrument};
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let Some(upgraded) = upgrade(&shard, &mut stream).await else {
+        return;
+    };
+    let (upgrade, admission, leftover) = upgraded;
+    let conn = Rc::new(ConnHandle::new(shard.next_conn_id(), shard.now_ms()));
+    let span = info_span!(
+        "conn",
+        shard = shard.id,
+        conn = conn.id,
+        peer = peer.map(tracing::field::display),
+        user_id = tracing::field::Empty
+    );
+    let mut connection = Connection {
+        shard,
+        conn,
+        stream,
+        decoder: Decoder::default(),
+        inbuf: leftover,
+        half_closed: false,
+        _admission: admission,
+    };
+    connection.start(upgrade).instrument(span).await;
+}
+
+/// Reads and answers the HTTP upgrade. Returns `None` when the request was refused (the
+/// answer is written) or the client vanished.
+async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, Admission, Vec<u8>)> {
+    let cfg = shard.config();
+    let timeout = Duration::from_millis(cfg.server.handshake_timeout_ms);
+    let max = cfg.server.max_handshake_bytes;
+    let request = futures_lite::future::or(read_request(stream, max), async {
+        Timer::new(timeout).await;
+        Err(handshake::Reject {
+            status: 408,
+            reason: "handshake timeout",
+        })
+    })
+    .await;
+    let (upgrade, leftover) = match request {
+        Ok(Some(ok)) => ok,
+        Ok(None) => return None,
+        Err(reject) => {
+            refuse(shard, stream, reject.status, reject.reason, None).await;
+            return None;
+        }
+    };
+    let node = &shard.node;
+    if shard.draining.get() || node.draining.load(Ordering::Relaxed) {
+        let retry = 1 + fastrand::u64(0..=cfg.server.drain_window_ms / 1000);
+        refuse(shard, stream, 503, "draining", Some(retry)).await;
+        return None;
+    }
+    let Some(admission) = Admission::try_take(node) else {
+        refuse(shard, stream, 503, "over capacity", Some(1 + fastrand::u64(0..5))).await;
+        return None;
+    };
+    // A token at the upgrade is checked before we switch protocols: a bad one is 401.
+    if let Some(token) = &upgrade.token {
+        if let Err(e) = node.verifier.verify(token) {
+            metrics::inc(&shard.metrics.auth_failures);
+            refuse(shard, stream, 401, &e.to_string(), None).await;
+            return None;
+        }
+    }
+    if stream.write_all(&handshake::accept_response(&upgrade.key)).await.is_err() {
+        return None;
+    }
+    metrics::inc(&shard.metrics.handshakes);
+    Some((upgrade, admission, leftover))
+}
+
+/// Reads until the request is complete. `Ok(None)`: the peer closed first.
+async fn read_request(stream: &mut TcpStream, max: usize) -> Result<Option<(Upgrade, Vec<u8>)>, handshake::Reject> {
+    use futures_lite::AsyncReadExt;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((upgrade, used)) = handshake::parse(&buf, max)? {
+            buf.drain(..used);
+            buf.shrink_to_fit();
+            return Ok(Some((upgrade, buf)));
+        }
+    }
+}
+
+async fn refuse(shard: &Shard, stream: &mut TcpStream, status: u16, reason: &str, retry_after_s: Option<u64>) {
+    shard.metrics.reject(status);
+    debug!(shard = shard.id, status, reason, "upgrade refused");
+    let _ = stream.write_all(&handshake::error_response(status, reason, retry_after_s)).await;
+    let _ = stream.close().await;
+}
+
+/// What woke the connection task.
+enum Event {
+    /// `n` bytes are in the shard's scratch buffer.
+    Read(usize),
+    /// The peer closed its side.
+    Eof,
+    /// Drop the socket now (close deadline passed, or shutdown).
+    Abort,
+    /// The socket failed.
+    Failed,
+}
+
+/// A live WebSocket connection.
+pub struct Connection {
+    /// The owning shard.
+    pub shard: Rc<Shard>,
+    /// The face other code sees.
+    pub conn: Rc<ConnHandle>,
+    stream: TcpStream,
+    decoder: Decoder,
+    /// Bytes of a frame split across reads; empty (unallocated) otherwise.
+    inbuf: Vec<u8>,
+    /// Our write side is shut (after the close frame went out).
+    half_closed: bool,
+    /// Our slot under `max_connections`.
+    _admission: Admission,
+}
+
+impl Connection {
+    async fn start(&mut self, upgrade: Upgrade) {
+        let shard = self.shard.clone();
+        shard.sessions.borrow_mut().insert(self.conn.clone());
+        metrics::inc(&shard.metrics.connections);
+        if let Some(token) = &upgrade.token {
+            // Verified before the upgrade; verify again only to get the identity.
+            if let Ok(identity) = shard.node.verifier.verify(token) {
+                let platform = identity.platform.or(upgrade.platform).unwrap_or(0);
+                cmd::auth::establish(&shard, &self.conn, identity, platform, 0);
+            }
+        }
+        if !self.inbuf.is_empty() {
+            let mut early = std::mem::take(&mut self.inbuf);
+            self.on_bytes(&mut early);
+        }
+        let code = self.run().await;
+        self.finish(code);
+    }
+
+    /// Waits for events until the connection ends; returns the close code sent (0 when
+    /// the peer vanished without one).
+    async fn run(&mut self) -> u16 {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_event(cx)).await {
+                Event::Read(n) => {
+                    let scratch = self.shard.clone();
+                    let mut scratch = scratch.scratch.borrow_mut();
+                    self.on_bytes(&mut scratch[..n]);
+                }
+                Event::Eof | Event::Failed | Event::Abort => return self.conn.close_code().unwrap_or(0),
+            }
+        }
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.conn.aborted() {
+            return Poll::Ready(Event::Abort);
+        }
+        // Write what is queued, as far as the socket takes it.
+        loop {
+            let mut outbox = self.conn.outbox();
+            let Some(head) = outbox.head() else { break };
+            match Pin::new(&mut self.stream).poll_write(cx, head) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Failed),
+                Poll::Ready(Ok(n)) => {
+                    if outbox.advance(n) {
+                        metrics::inc(&self.shard.metrics.frames_out);
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        let flushed = self.conn.outbox().is_empty();
+        if flushed && self.conn.is_closing() && !self.half_closed {
+            self.half_closed = true;
+            // Our close frame is out: half-close, then wait for the peer's EOF (or the
+            // close deadline) so it can read everything before the socket goes.
+            let _ = Pin::new(&mut self.stream).poll_close(cx);
+        }
+        let read = {
+            let mut scratch = self.shard.scratch.borrow_mut();
+            Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..])
+        };
+        match read {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Event::Eof),
+            Poll::Ready(Ok(n)) => return Poll::Ready(Event::Read(n)),
+            Poll::Ready(Err(_)) => return Poll::Ready(Event::Failed),
+            Poll::Pending => {}
+        }
+        self.conn.set_waker(cx.waker());
+        Poll::Pending
+    }
+
+    /// Handles freshly read bytes (in the scratch buffer, or the early bytes that came
+    /// with the upgrade request).
+    fn on_bytes(&mut self, data: &mut [u8]) {
+        if self.conn.is_closing() {
+            return; // We are closing: what the peer sends now is ignored.
+        }
+        self.conn.last_seen_ms.set(self.shard.now_ms());
+        let max = self.shard.config().connection.max_frame_bytes;
+        let shard = &self.shard;
+        let conn = &self.conn;
+        let decoder = &mut self.decoder;
+        let on_message = |m: Message<'_>| on_message(shard, conn, m);
+        let result = if self.inbuf.is_empty() {
+            decoder.decode(data, max, on_message).map(|used| {
+                if used < data.len() {
+                    self.inbuf.extend_from_slice(&data[used..]);
+                }
+            })
+        } else {
+            self.inbuf.extend_from_slice(data);
+            decoder.decode(&mut self.inbuf, max, on_message).map(|used| {
+                self.inbuf.drain(..used);
+                if self.inbuf.is_empty() {
+                    self.inbuf = Vec::new();
+                }
+            })
+        };
+        if let Err(reason) = result {
+            self.inbuf = Vec::new();
+            debug!(shard = shard.id, conn = conn.id, %reason, "closing");
+            conn.close(reason, None, shard.now_ms(), shard.linger_ms());
+        }
+    }
+
+    fn finish(&mut self, code: u16) {
+        let shard = &self.shard;
+        shard.metrics.closed(code);
+        shard.metrics.connections.set(shard.metrics.connections.get().saturating_sub(1));
+        shard.sessions.borrow_mut().remove(self.conn.id);
+        let user = self.conn.user_id.get();
+        if user != 0 {
+            shard.node.router.directory.unregister(user, self.conn.id);
+        }
+        debug!(shard = shard.id, conn = self.conn.id, user_id = user, code, "connection closed");
+    }
+}
+
+impl From<FrameError> for CloseReason {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooBig(_) => CloseReason::TooBig,
+            FrameError::Protocol(why) => CloseReason::Protocol(why.to_string()),
+        }
+    }
+}
+
+fn on_message(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, message: Message<'_>) -> Result<(), CloseReason> {
+    match message {
+        Message::Binary(payload) => cmd::dispatch(shard, conn, payload),
+        Message::Text => Err(CloseReason::Protocol("text frames are not supported".into())),
+        Message::Ping(payload) => {
+            conn.reply(frame::pong(payload));
+            Ok(())
+        }
+        Message::Pong => Ok(()),
+        Message::Close(_) => Err(CloseReason::Normal),
+    }
+}

@@ -1,0 +1,142 @@
+//! The location directory: user id -> the sessions that user has on this node, with the
+//! shard each lives on. The only structure shared between shards, and lock-free
+//! (papaya's concurrent map; every update is a compare-and-swap of the user's entry).
+//!
+//! It is also where multi-login is decided: [`Directory::register`] swaps the user's
+//! entry in one atomic step and returns the sessions the policy displaces, so two
+//! logins of the same user and platform racing on two shards are ordered by the map,
+//! and exactly one survives. Shards own the sessions themselves; the directory only
+//! says where they are.
+
+use crate::config::MultiLogin;
+
+/// Where one session lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLoc {
+    /// Process-unique session id (see `session::SessionId`).
+    pub session: u64,
+    /// Client platform.
+    pub platform: i32,
+    /// Shard that owns the connection.
+    pub shard: u16,
+}
+
+/// Concurrent map user -> sessions. Shared as `Arc<Directory>` by shards, the router
+/// and the admin API.
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: papaya::HashMap<i64, Vec<SessionLoc>>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `loc` for `user` and returns the older sessions `policy` displaces; the
+    /// displaced ones are already removed from the directory. Their shards must kick
+    /// them.
+    pub fn register(&self, user: i64, loc: SessionLoc, policy: MultiLogin) -> Vec<SessionLoc> {
+        let keeps = |old: &SessionLoc| match policy {
+            MultiLogin::Allow => true,
+            MultiLogin::KickSamePlatform => old.platform != loc.platform,
+            MultiLogin::Single => false,
+        };
+        let users = self.users.pin();
+        let result = users.compute(user, |entry| {
+            let mut next: Vec<SessionLoc> = entry
+                .map(|(_, old)| old.iter().filter(|o| keeps(o) && o.session != loc.session).copied().collect())
+                .unwrap_or_default();
+            next.push(loc);
+            papaya::Operation::<_, ()>::Insert(next)
+        });
+        match result {
+            papaya::Compute::Updated { old: (_, old), .. } => {
+                old.iter().filter(|o| !keeps(o) && o.session != loc.session).copied().collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Removes `session` from `user`'s entry (no-op if it is not there any more, e.g.
+    /// because a newer login displaced it).
+    pub fn unregister(&self, user: i64, session: u64) {
+        let users = self.users.pin();
+        users.compute(user, |entry| match entry {
+            Some((_, old)) if old.iter().any(|o| o.session == session) => {
+                let next: Vec<SessionLoc> = old.iter().filter(|o| o.session != session).copied().collect();
+                if next.is_empty() {
+                    papaya::Operation::Remove
+                } else {
+                    papaya::Operation::Insert(next)
+                }
+            }
+            _ => papaya::Operation::Abort(()),
+        });
+    }
+
+    /// Calls `f` with `user`'s sessions, if the user is online here.
+    pub fn with_sessions<R>(&self, user: i64, f: impl FnOnce(&[SessionLoc]) -> R) -> Option<R> {
+        let users = self.users.pin();
+        users.get(&user).map(|s| f(s))
+    }
+
+    /// Bitmask of shards holding `user` (bit i = shard i; shards beyond 63 fold onto
+    /// bit 63 and are resolved by the caller with [`Directory::with_sessions`]).
+    pub fn shards_of(&self, user: i64) -> u64 {
+        self.with_sessions(user, |s| s.iter().fold(0u64, |m, l| m | 1u64 << l.shard.min(63)))
+            .unwrap_or(0)
+    }
+
+    /// Users online on this node.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(session: u64, platform: i32, shard: u16) -> SessionLoc {
+        SessionLoc { session, platform, shard }
+    }
+
+    #[test]
+    fn policies_displace_the_right_sessions() {
+        let d = Directory::new();
+        assert!(d.register(1, loc(1, 3, 0), MultiLogin::KickSamePlatform).is_empty());
+        assert!(d.register(1, loc(2, 1, 1), MultiLogin::KickSamePlatform).is_empty());
+        assert_eq!(d.register(1, loc(3, 3, 1), MultiLogin::KickSamePlatform), vec![loc(1, 3, 0)]);
+        assert_eq!(d.shards_of(1), 0b10);
+        let mut kicked = d.register(1, loc(4, 5, 0), MultiLogin::Single);
+        kicked.sort_by_key(|l| l.session);
+        assert_eq!(kicked, vec![loc(2, 1, 1), loc(3, 3, 1)]);
+        assert!(d.register(1, loc(5, 5, 1), MultiLogin::Allow).is_empty());
+        d.unregister(1, 4);
+        d.unregister(1, 4);
+        assert_eq!(d.with_sessions(1, <[SessionLoc]>::to_vec), Some(vec![loc(5, 5, 1)]));
+        d.unregister(1, 5);
+        assert_eq!(d.users(), 0);
+    }
+
+    #[test]
+    fn racing_logins_leave_exactly_one() {
+        for round in 0..200u64 {
+            let d = std::sync::Arc::new(Directory::new());
+            let kicked: Vec<Vec<SessionLoc>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..2u64)
+                    .map(|i| {
+                        let d = d.clone();
+                        s.spawn(move || d.register(7, loc(round * 2 + i, 1, i as u16), MultiLogin::KickSamePlatform))
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let total: usize = kicked.iter().map(Vec::len).sum();
+            assert_eq!(total, 1, "round {round}: {kicked:?}");
+            assert_eq!(d.with_sessions(7, |s| s.len()), Some(1));
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! im-gateway: a thread-per-core WebSocket connection gateway for instant messaging.
+//!
+//! Layout (data plane first, then control plane):
+//! - [`server`]: starts and stops a whole gateway (`Gateway::start`, `shutdown`, `wait`).
+//! - [`shard`]: what one core owns ([`shard::Shard`]: session table, metrics, scratch
+//!   buffer) and runs (accept loop, ticker, inbox); [`shard::Node`] is what all share.
+//! - [`conn`]: one connection: the upgrade, then the state machine between socket and
+//!   command handlers.
+//! - [`ws`]: the WebSocket wire: HTTP upgrade parsing and the frame codec.
+//! - [`cmd`]: one file per inbound command (AUTH, HEARTBEAT, ACK, UPSTREAM).
+//! - [`session`]: a connection's shared face (outbound queue, close request) and the
+//!   shard's session table.
+//! - [`directory`]: the lock-free user -> sessions map, the only cross-shard structure,
+//!   which also orders racing logins.
+//! - [`router`]: the routing facade and the messages shards exchange.
+//! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
+//! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
+//!   tokens, configuration, close codes, packet building, wire types, counters, rlimits.
+//!
+//! The generic thread-per-core substrate (executors, SO_REUSEPORT listeners, mesh,
+//! gather) is the `shards` crate.
+
+pub mod admin;
+pub mod auth;
+pub mod close;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod directory;
+pub mod limits;
+pub mod metrics;
+pub mod packet;
+pub mod prometheus;
+pub mod proto;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Gateway;

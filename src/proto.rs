@@ -1,0 +1,6 @@
+//! The wire types, generated at build time from `proto/im.proto` (package `im.v1`),
+//! plus the few helpers every side uses to build packets.
+
+#![allow(missing_docs, clippy::all)]
+
+include!(concat!(env!("OUT_DIR"), "/im.v1.rs"));

@@ -1,0 +1,262 @@
+//! Start and stop a whole gateway: listeners, shards, control plane.
+//!
+//! [`Gateway::start`] brings services up in dependency order — limits, client
+//! listeners (refusing a port somebody listens on), the location directory and shard
+//! inboxes, the shards, then the control-plane thread (admin API) — and returns once
+//! all of them run. [`Gateway::shutdown`] drains in reverse: the node stops admitting,
+//! every shard stops accepting and closes its clients with 1001 and a jittered
+//! `retry_after_ms`, the shards stop, then the control plane. Tests start a real
+//! gateway in-process on port 0 the same way `main` does.
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::router::{Router, ShardMsg};
+use crate::shard::{self, Node};
+use shards::{Mesh, Pool, PoolConfig};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::info;
+
+/// Why the gateway could not start. One line, naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Key material.
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
+    /// Client listener.
+    #[error("server.listen: {0}")]
+    Listen(#[from] shards::ListenError),
+    /// Admin listener.
+    #[error("server.admin_listen {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A shard.
+    #[error(transparent)]
+    Pool(#[from] shards::PoolError),
+    /// The control-plane thread.
+    #[error("control plane: {0}")]
+    Control(String),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    node: Arc<Node>,
+    ws_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    pool: Option<Pool<()>>,
+    control: Option<std::thread::JoinHandle<()>>,
+    stop_control: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gateway {
+    /// Starts a gateway with `config`; returns when every shard and the admin API run.
+    pub fn start(config: Config) -> Result<Self, StartError> {
+        let verifier = Verifier::from_config(&config.auth)?;
+        let (_, nofile, _) = crate::limits::raise_nofile();
+        let max_connections = crate::limits::effective_max_connections(config.connection.max_connections, nofile);
+        let shard_count = config.shard_count();
+
+        let mut listeners = shards::bind_reuseport(
+            config.server.listen,
+            shard_count,
+            i32::try_from(config.server.backlog).unwrap_or(i32::MAX),
+            config.server.reuse_port_join,
+        )?;
+        let ws_addr = listeners.local_addr;
+        let admin = std::net::TcpListener::bind(config.server.admin_listen).map_err(|source| StartError::Admin {
+            addr: config.server.admin_listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Admin {
+            addr: config.server.admin_listen,
+            source,
+        })?;
+        admin.set_nonblocking(true).map_err(|source| StartError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
+
+        let mesh = Mesh::<ShardMsg>::new(shard_count, config.server.shard_inbox);
+        let directory = Arc::new(Directory::new());
+        let node = Arc::new(Node {
+            verifier,
+            router: Router::new(directory, mesh.sender.clone()),
+            open: AtomicUsize::new(0),
+            max_connections,
+            draining: AtomicBool::new(false),
+            boot_nonce: fastrand::u32(..),
+            config,
+        });
+
+        // Each shard takes its own listener fd and inbox exactly once.
+        type Slot = Option<(RawFd, flume::Receiver<ShardMsg>)>;
+        let slots: Vec<Slot> = mesh
+            .receivers
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| listeners.take(i).map(|fd| (fd, rx)))
+            .collect();
+        let slots = Arc::new(Mutex::new(slots));
+        let pool_config = PoolConfig {
+            shards: shard_count,
+            io_memory: node.config.server.io_memory_kib << 10,
+            pin: node.config.server.pin_cores,
+            name: "imgw-shard".into(),
+        };
+        let pool = {
+            let node = node.clone();
+            Pool::start(&pool_config, move |id| {
+                let node = node.clone();
+                let slot = slots.lock().ok().and_then(|mut s| s.get_mut(id).and_then(Option::take));
+                async move {
+                    if let Some((fd, inbox)) = slot {
+                        shard::run(id, node, fd, inbox).await;
+                    }
+                }
+            })?
+        };
+
+        let (stop_control, stop_rx) = tokio::sync::watch::channel(false);
+        let control = {
+            let node = node.clone();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+            let handle = std::thread::Builder::new()
+                .name("imgw-control".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let listener = match tokio::net::TcpListener::from_std(admin) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e.to_string()));
+                                return;
+                            }
+                        };
+                        let _ = ready_tx.send(Ok(()));
+                        crate::admin::serve(listener, node, stop_rx).await;
+                    });
+                })
+                .map_err(|e| StartError::Control(e.to_string()))?;
+            ready_rx
+                .recv()
+                .map_err(|e| StartError::Control(e.to_string()))?
+                .map_err(StartError::Control)?;
+            handle
+        };
+        info!(
+            listen = %ws_addr,
+            admin = %admin_addr,
+            shards = shard_count,
+            gateway_id = node.gateway_id(),
+            max_connections,
+            "im-gateway started"
+        );
+        Ok(Self {
+            node,
+            ws_addr,
+            admin_addr,
+            pool: Some(pool),
+            control: Some(control),
+            stop_control,
+        })
+    }
+
+    /// Address of the client WebSocket listener.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    /// Address of the admin API.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Shared node state (config, router, directory).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Starts draining: no new upgrades, every client closed with 1001 and a jittered
+    /// retry hint. Returns at once; [`Gateway::wait`] waits for the end.
+    pub fn shutdown(&self) {
+        if self.node.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let s = &self.node.config.server;
+        info!(window_ms = s.drain_window_ms, deadline_ms = s.shutdown_timeout_ms, "draining");
+        for shard in 0..self.node.router.shards() {
+            let _ = self.node.router.mesh.send_blocking(
+                shard,
+                ShardMsg::Drain {
+                    window_ms: s.drain_window_ms,
+                    deadline_ms: s.shutdown_timeout_ms,
+                },
+            );
+        }
+    }
+
+    /// Waits until every shard and the control plane have stopped.
+    pub fn wait(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            for (shard, result) in pool.join().into_iter().enumerate() {
+                if let Err(e) = result {
+                    tracing::error!(shard, cause = %e, "shard ended with an error");
+                }
+            }
+        }
+        let _ = self.stop_control.send(true);
+        if let Some(control) = self.control.take() {
+            let _ = control.join();
+        }
+        info!("im-gateway stopped");
+    }
+
+    /// Drains and waits, bounded by `server.shutdown_timeout_ms` per shard.
+    pub fn stop(self) {
+        self.shutdown();
+        self.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.pool.is_some() {
+            self.shutdown();
+            self.join();
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (for `main`).
+pub fn wait_for_signal() -> std::io::Result<&'static str> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        })
+    })
+}
+
+/// How long `main` waits for a drain before giving up, beyond the configured deadline.
+pub const EXIT_GRACE: Duration = Duration::from_secs(2);

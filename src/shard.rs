@@ -1,0 +1,439 @@
+//! One shard: the state a core owns and the services it runs.
+//!
+//! [`Node`] is what every shard and the control plane share (`Arc`, read-mostly:
+//! config, token verifier, router, the process-wide connection count). [`Shard`] is
+//! what one core owns (`Rc`, `RefCell`/`Cell`, no locks): its session table, metrics,
+//! read scratch buffer. [`run`] starts the shard's services in dependency order —
+//! ticker, accept loop ([`Listener`]), inbox — and on `Drain` stops them in reverse.
+
+use crate::close::CloseReason;
+use crate::config::Config;
+use crate::conn;
+use crate::directory::SessionLoc;
+use crate::metrics::{self, ShardMetrics};
+use crate::router::{Router, ShardMsg};
+use crate::session::{ConnHandle, Offer, QueueLimits, SessionTable};
+use bytes::Bytes;
+use glommio::net::TcpListener;
+use glommio::timer::Timer;
+use std::cell::{Cell, RefCell};
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Size of each shard's read scratch buffer: every socket read lands here first, so an
+/// idle connection needs no read buffer of its own.
+const SCRATCH_BYTES: usize = 64 << 10;
+
+/// Shared by every shard and the control plane.
+#[derive(Debug)]
+pub struct Node {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// Token checks.
+    pub verifier: crate::auth::Verifier,
+    /// Routing facade (directory + shard inboxes).
+    pub router: Router,
+    /// Connections open in the process (upgraded or upgrading), for `max_connections`.
+    pub open: AtomicUsize,
+    /// Effective `max_connections`.
+    pub max_connections: usize,
+    /// Set when the node drains: new upgrades get 503.
+    pub draining: AtomicBool,
+    /// Random per start, part of every session id string.
+    pub boot_nonce: u32,
+}
+
+impl Node {
+    /// This node's id.
+    pub fn gateway_id(&self) -> &str {
+        &self.config.server.gateway_id
+    }
+
+    /// The string form of a session id (unique across nodes and restarts).
+    pub fn session_string(&self, id: u64) -> String {
+        format!("{:08x}-{id:x}", self.boot_nonce)
+    }
+}
+
+/// A slot counted in [`Node::open`]; released on drop.
+pub struct Admission(Arc<Node>);
+
+impl Admission {
+    /// Takes a slot, or `None` when the node is full.
+    pub fn try_take(node: &Arc<Node>) -> Option<Self> {
+        let prev = node.open.fetch_add(1, Ordering::AcqRel);
+        if prev >= node.max_connections {
+            node.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(node.clone()))
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What one core owns.
+pub struct Shard {
+    /// Index of this shard.
+    pub id: usize,
+    /// Shared node state.
+    pub node: Arc<Node>,
+    /// Connections and sessions of this shard.
+    pub sessions: RefCell<SessionTable>,
+    /// Counters, merged on read.
+    pub metrics: ShardMetrics,
+    /// Every read lands here; see [`SCRATCH_BYTES`].
+    pub scratch: RefCell<Box<[u8]>>,
+    /// Outbound queue bounds.
+    pub limits: QueueLimits,
+    /// Shard clock origin.
+    epoch: Instant,
+    /// Next connection counter.
+    next_conn: Cell<u64>,
+    /// Next message id for embedded upstream delivery.
+    next_msg: Cell<u64>,
+    /// Set when draining: the accept loop stops, new upgrades get 503.
+    pub draining: Cell<bool>,
+}
+
+impl Shard {
+    fn new(id: usize, node: Arc<Node>) -> Self {
+        let c = &node.config.connection;
+        let limits = QueueLimits {
+            frames: c.outbound_queue,
+            bytes: c.outbound_queue_bytes,
+        };
+        Self {
+            id,
+            node,
+            sessions: RefCell::new(SessionTable::default()),
+            metrics: ShardMetrics::default(),
+            scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
+            limits,
+            epoch: Instant::now(),
+            next_conn: Cell::new(1),
+            next_msg: Cell::new(1),
+            draining: Cell::new(false),
+        }
+    }
+
+    /// Milliseconds since the shard started.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.node.config
+    }
+
+    /// How long a closing connection may linger, ms.
+    pub fn linger_ms(&self) -> u64 {
+        self.node.config.connection.close_linger_ms
+    }
+
+    /// A fresh process-unique connection (= session) id.
+    pub fn next_conn_id(&self) -> u64 {
+        let n = self.next_conn.get();
+        self.next_conn.set(n + 1);
+        ((self.id as u64) << 48) | (n & ((1 << 48) - 1))
+    }
+
+    /// A fresh node-unique message id for embedded upstream delivery.
+    pub fn next_msg_id(&self) -> i64 {
+        let n = self.next_msg.get();
+        self.next_msg.set(n + 1);
+        (((self.id as u64) << 48) | n) as i64
+    }
+
+    /// Binds an authenticated connection to its user: files it in the session table and
+    /// the directory, and kicks whatever the multi-login policy displaces.
+    pub fn bind_session(&self, conn: &Rc<ConnHandle>) {
+        self.sessions.borrow_mut().bind_user(conn);
+        let loc = SessionLoc {
+            session: conn.id,
+            platform: conn.platform.get(),
+            shard: self.id as u16,
+        };
+        let policy = self.node.config.sessions.multi_login;
+        let displaced = self.node.router.directory.register(conn.user_id.get(), loc, policy);
+        if displaced.is_empty() {
+            return;
+        }
+        let reason = "replaced by a newer login";
+        let frame = crate::router::kick_frame(reason);
+        for old in displaced {
+            self.kick(old, reason, frame.clone());
+        }
+    }
+
+    /// Kicks one session wherever it lives on this node.
+    pub fn kick(&self, loc: SessionLoc, reason: &str, frame: Bytes) {
+        let shard = usize::from(loc.shard);
+        if shard == self.id {
+            self.kick_local(loc.session, reason, frame);
+            return;
+        }
+        self.send_or_wait(
+            shard,
+            ShardMsg::Kick {
+                session: loc.session,
+                reason: reason.to_string(),
+                frame,
+            },
+        );
+    }
+
+    fn kick_local(&self, session: u64, reason: &str, frame: Bytes) {
+        let conn = self.sessions.borrow().get(session).cloned();
+        if let Some(conn) = conn {
+            if !conn.is_closing() {
+                metrics::inc(&self.metrics.kicks);
+                info!(shard = self.id, conn = session, user_id = conn.user_id.get(), reason, "session kicked");
+                conn.close(CloseReason::Kicked(reason.to_string()), Some(frame), self.now_ms(), self.linger_ms());
+            }
+        }
+    }
+
+    /// Delivers `frame` to every connection of `users`: local holders directly, other
+    /// shards through their inboxes. Returns how many users are online on this node.
+    pub fn push(&self, users: &[i64], frame: Bytes) -> usize {
+        let (plan, online) = self.node.router.plan(users);
+        for (shard, users) in plan.into_iter().enumerate().filter(|(_, u)| !u.is_empty()) {
+            if shard == self.id {
+                self.deliver(&users, &frame);
+            } else {
+                self.send_or_wait(
+                    shard,
+                    ShardMsg::Push {
+                        users,
+                        frame: frame.clone(),
+                    },
+                );
+            }
+        }
+        online
+    }
+
+    /// Sends to another shard without ever blocking this one: a full inbox hands the
+    /// wait to a background task (order per destination is kept by flume's fairness
+    /// only loosely; pushes carry their own ids).
+    fn send_or_wait(&self, shard: usize, msg: ShardMsg) {
+        match self.node.router.mesh.try_send(shard, msg) {
+            Ok(()) => {}
+            Err(shards::SendError::Full(msg)) => {
+                metrics::inc(&self.metrics.router_backpressure);
+                let mesh = self.node.router.mesh.clone();
+                glommio::spawn_local(async move {
+                    let _ = mesh.send_async(shard, msg).await;
+                })
+                .detach();
+            }
+            Err(shards::SendError::Closed(_)) => {
+                debug!(shard = self.id, to = shard, "peer shard stopped; message dropped");
+            }
+        }
+    }
+
+    /// Queues `frame` to every local connection of `users`.
+    pub fn deliver(&self, users: &[i64], frame: &Bytes) {
+        let now = self.now_ms();
+        let sessions = self.sessions.borrow();
+        for &user in users {
+            for conn in sessions.of_user(user) {
+                self.offer(conn, frame.clone(), now);
+            }
+        }
+    }
+
+    fn broadcast(&self, frame: &Bytes) {
+        let now = self.now_ms();
+        let sessions = self.sessions.borrow();
+        for conn in sessions.authed() {
+            self.offer(conn, frame.clone(), now);
+        }
+    }
+
+    fn offer(&self, conn: &ConnHandle, frame: Bytes, now: u64) {
+        match conn.offer(frame, self.limits, now, self.linger_ms()) {
+            Offer::Queued => metrics::inc(&self.metrics.pushes_queued),
+            Offer::Closing => metrics::inc(&self.metrics.drops),
+            Offer::Overflow => {
+                metrics::inc(&self.metrics.drops);
+                metrics::inc(&self.metrics.slow_cuts);
+                warn!(shard = self.id, conn = conn.id, user_id = conn.user_id.get(), "outbound queue overflow; closing 4009");
+            }
+        }
+    }
+
+    fn handle(&self, msg: ShardMsg) -> Option<(u64, u64)> {
+        metrics::inc(&self.metrics.router_hops);
+        match msg {
+            ShardMsg::Push { users, frame } => self.deliver(&users, &frame),
+            ShardMsg::Broadcast { frame } => self.broadcast(&frame),
+            ShardMsg::Kick { session, reason, frame } => self.kick_local(session, &reason, frame),
+            ShardMsg::Stats { reply } => {
+                let sessions = self.sessions.borrow();
+                let queued: u64 = sessions.all().map(|c| c.queued() as u64).sum();
+                let stats = self.metrics.snapshot(self.id, sessions.users(), queued);
+                let _ = reply.try_send((self.id, stats));
+            }
+            ShardMsg::Drain { window_ms, deadline_ms } => return Some((window_ms, deadline_ms)),
+        }
+        None
+    }
+
+    /// Closes every connection with 1001 and a retry hint spread over `window_ms`.
+    fn close_all_going_away(&self, window_ms: u64) {
+        let now = self.now_ms();
+        let sessions = self.sessions.borrow();
+        for conn in sessions.all() {
+            let retry_after_ms = window_ms / 10 + fastrand::u64(0..=window_ms - window_ms / 10);
+            conn.close(CloseReason::GoingAway { retry_after_ms }, None, now, self.linger_ms());
+        }
+    }
+
+    /// Enforces auth, idle and close deadlines on every connection.
+    fn tick(&self) {
+        let now = self.now_ms();
+        let c = &self.node.config;
+        let auth_ms = c.auth.auth_timeout_ms;
+        let idle_ms = c.connection.idle_timeout_s * 1000;
+        let sessions = self.sessions.borrow();
+        for conn in sessions.all() {
+            if conn.is_closing() {
+                if now >= conn.close_deadline_ms() {
+                    conn.abort();
+                }
+            } else if !conn.is_authed() {
+                if now.saturating_sub(conn.opened_ms) >= auth_ms {
+                    conn.close(CloseReason::AuthTimeout, None, now, self.linger_ms());
+                }
+            } else if now.saturating_sub(conn.last_seen_ms.get()) >= idle_ms {
+                conn.close(CloseReason::IdleTimeout, None, now, self.linger_ms());
+            }
+        }
+    }
+
+    fn tick_interval(&self) -> Duration {
+        let c = &self.node.config;
+        let shortest = c
+            .auth
+            .auth_timeout_ms
+            .min(c.connection.idle_timeout_s * 1000)
+            .min(c.connection.close_linger_ms.max(1));
+        Duration::from_millis((shortest / 4).clamp(5, 1000))
+    }
+}
+
+/// The accept loop: owns the shard's listener.
+struct Listener {
+    shard: Rc<Shard>,
+    listener: TcpListener,
+}
+
+impl Listener {
+    async fn run(self) {
+        let mut backing_off = false;
+        loop {
+            match self.listener.accept().await {
+                Ok(stream) => {
+                    backing_off = false;
+                    let shard = self.shard.clone();
+                    glommio::spawn_local(conn::serve(shard, stream)).detach();
+                }
+                Err(e) => {
+                    let err = std::io::Error::from(e);
+                    match err.raw_os_error() {
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                            // Out of descriptors or memory: accepting again at once would
+                            // spin. Wait for connections to go away.
+                            metrics::inc(&self.shard.metrics.accept_backoffs);
+                            if !backing_off {
+                                warn!(shard = self.shard.id, cause = %err, "accept failed; backing off");
+                                backing_off = true;
+                            }
+                            Timer::new(Duration::from_millis(100)).await;
+                        }
+                        _ => debug!(shard = self.shard.id, cause = %err, "accept error"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs shard `id` until it is drained: adopts the listener fd, starts the ticker and
+/// the accept loop, and serves the inbox.
+pub async fn run(id: usize, node: Arc<Node>, listener_fd: RawFd, inbox: flume::Receiver<ShardMsg>) {
+    let shard = Rc::new(Shard::new(id, node));
+    // SAFETY: the fd was made for this shard by `shards::bind_reuseport` and handed over
+    // exactly once; the listener owns it from here.
+    let listener = unsafe { TcpListener::from_raw_fd(listener_fd) };
+
+    let ticker = {
+        let shard = shard.clone();
+        let every = shard.tick_interval();
+        glommio::spawn_local(async move {
+            loop {
+                Timer::new(every).await;
+                shard.tick();
+            }
+        })
+    };
+    let accept = glommio::spawn_local(
+        Listener {
+            shard: shard.clone(),
+            listener,
+        }
+        .run(),
+    );
+    debug!(shard = id, "shard running");
+
+    let mut drain = None;
+    while let Ok(msg) = inbox.recv_async().await {
+        if let Some(d) = shard.handle(msg) {
+            drain = Some(d);
+            break;
+        }
+    }
+    // Stop in reverse order: no new connections, then close the ones we have.
+    shard.draining.set(true);
+    accept.cancel().await;
+    let (window_ms, deadline_ms) = drain.unwrap_or((0, 0));
+    shard.close_all_going_away(window_ms);
+    let deadline = shard.now_ms() + deadline_ms;
+    // Keep serving the inbox (stats, late pushes are dropped by closing conns) while
+    // clients read their close frames; the ticker aborts the ones that linger.
+    while !shard.sessions.borrow().is_empty() && shard.now_ms() < deadline {
+        let wait = Timer::new(Duration::from_millis(10));
+        futures_lite::future::or(
+            async {
+                if let Ok(msg) = inbox.recv_async().await {
+                    let _ = shard.handle(msg);
+                }
+            },
+            async {
+                wait.await;
+            },
+        )
+        .await;
+    }
+    let left = shard.sessions.borrow().len();
+    if left > 0 {
+        for conn in shard.sessions.borrow().all() {
+            conn.abort();
+        }
+        warn!(shard = id, left, "shutdown deadline reached; dropping the remaining connections");
+    }
+    ticker.cancel().await;
+    info!(shard = id, "shard stopped");
+}
