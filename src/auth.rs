@@ -206,16 +206,20 @@ impl Minter {
     /// A token for `user_id`, valid for `ttl_s` seconds from now.
     pub fn mint(&self, user_id: i64, platform: Option<i32>, ttl_s: u64) -> String {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = Claims {
+        self.sign(&Claims {
             sub: user_id.to_string(),
             exp: now + ttl_s,
             platform,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             iat: Some(now),
-        };
+        })
+    }
+
+    /// Signs arbitrary claims (tests use it for expired or odd tokens).
+    pub fn sign(&self, claims: &Claims) -> String {
         // Encoding our own claims with a key that loaded cannot fail.
-        jsonwebtoken::encode(&Header::new(self.alg), &claims, &self.key).expect("sign JWT with a loaded key")
+        jsonwebtoken::encode(&Header::new(self.alg), claims, &self.key).expect("sign JWT with a loaded key")
     }
 }
 

@@ -1,0 +1,247 @@
+//! Shared helpers for the integration tests: a real gateway in-process on free ports,
+//! a real WebSocket client (tokio-tungstenite) speaking our protobuf packets, and a
+//! plain HTTP/1.1 client for the admin API. Waits are for events (a frame, a close, a
+//! response); the timeouts here only stop a broken build from hanging CI.
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use im_gateway::config::Config;
+use im_gateway::proto::{self, Command, Header, Packet};
+use im_gateway::Gateway;
+use prost::Message as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Upper bound on any single wait, so a broken gateway fails the test instead of hanging.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// A test config: loopback, port 0, two unpinned shards.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shards = 2;
+    c.server.pin_cores = false;
+    c.server.gateway_id = "gw-test".into();
+    c.server.shutdown_timeout_ms = 5000;
+    c.server.drain_window_ms = 2000;
+    c
+}
+
+/// Starts a gateway with the test config changed by `f`.
+pub fn start(f: impl FnOnce(&mut Config)) -> Gateway {
+    let mut c = config();
+    f(&mut c);
+    c.validate().expect("test config validates");
+    Gateway::start(c).expect("gateway starts")
+}
+
+/// A token for `user` signed with the gateway's key.
+pub fn token(gw: &Gateway, user: i64, platform: Option<i32>) -> String {
+    im_gateway::auth::Minter::from_config(&gw.node().config.auth)
+        .unwrap()
+        .mint(user, platform, 3600)
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Encodes a client packet.
+pub fn packet(command: Command, seq: i64, body: &impl prost::Message) -> Vec<u8> {
+    Packet {
+        header: Some(Header {
+            command: command as i32,
+            version: 1,
+            client_id: "test".into(),
+            seq,
+        }),
+        body: body.encode_to_vec().into(),
+    }
+    .encode_to_vec()
+}
+
+/// A WebSocket client.
+#[derive(Debug)]
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// How a connection attempt ended.
+#[derive(Debug)]
+pub enum Dial {
+    Ok(Client),
+    /// HTTP status instead of an upgrade, with headers and body.
+    Refused { status: u16, retry_after: Option<String>, body: String },
+}
+
+impl Client {
+    /// Connects to `/ws`, with `?token=` when given.
+    pub async fn dial(addr: SocketAddr, token: Option<&str>) -> Dial {
+        let url = match token {
+            Some(t) => format!("ws://{addr}/ws?token={t}"),
+            None => format!("ws://{addr}/ws"),
+        };
+        Self::dial_url(&url).await
+    }
+
+    /// Connects to any URL.
+    pub async fn dial_url(url: &str) -> Dial {
+        use tokio_tungstenite::tungstenite::Error;
+        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url)).await.expect("dial hung") {
+            Ok((ws, _)) => Dial::Ok(Client { ws }),
+            Err(Error::Http(resp)) => Dial::Refused {
+                status: resp.status().as_u16(),
+                retry_after: resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string()),
+                body: resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).to_string())
+                    .unwrap_or_default(),
+            },
+            Err(e) => panic!("dial {url}: {e}"),
+        }
+    }
+
+    /// Connects with a token and returns the client and its AuthResult.
+    pub async fn login(addr: SocketAddr, token: &str) -> (Client, proto::AuthResult) {
+        let Dial::Ok(mut c) = Self::dial(addr, Some(token)).await else {
+            panic!("login refused")
+        };
+        let p = c.recv().await;
+        assert_eq!(p.header.as_ref().unwrap().command, Command::Auth as i32, "first frame is AUTH");
+        assert_eq!(p.header.as_ref().unwrap().seq, 0);
+        let r = proto::AuthResult::decode(p.body).unwrap();
+        (c, r)
+    }
+
+    /// Logs in until the connection lands on `shard` (the kernel picks the shard).
+    pub async fn login_on_shard(gw: &Gateway, user: i64, platform: Option<i32>, shard: u32) -> (Client, proto::AuthResult) {
+        for _ in 0..500 {
+            let t = token(gw, user, platform);
+            let (mut c, r) = Self::login(gw.ws_addr(), &t).await;
+            if r.shard == shard {
+                return (c, r);
+            }
+            // Wrong shard: leave cleanly (with platform-less multi-login this could
+            // otherwise kick the session we keep) and wait for the server to drop it.
+            c.ws.close(None).await.ok();
+            while let Some(Ok(_)) = c.ws.next().await {}
+        }
+        panic!("never landed on shard {shard}");
+    }
+
+    /// Sends a packet.
+    pub async fn send(&mut self, command: Command, seq: i64, body: &impl prost::Message) {
+        self.ws.send(Message::binary(packet(command, seq, body))).await.unwrap();
+    }
+
+    /// Sends a raw message.
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// Next packet (skipping pings/pongs); panics on close.
+    pub async fn recv(&mut self) -> Packet {
+        loop {
+            let m = tokio::time::timeout(HANG, self.ws.next())
+                .await
+                .expect("no frame within the hang guard")
+                .expect("stream ended")
+                .expect("ws error");
+            match m {
+                Message::Binary(b) => return Packet::decode(b).expect("server packet decodes"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a packet, got {other:?}"),
+            }
+        }
+    }
+
+    /// Next packet, or the close that came instead.
+    pub async fn recv_or_close(&mut self) -> Result<Packet, (u16, String)> {
+        loop {
+            let m = tokio::time::timeout(HANG, self.ws.next()).await.expect("no frame within the hang guard");
+            match m {
+                Some(Ok(Message::Binary(b))) => return Ok(Packet::decode(b).expect("server packet decodes")),
+                Some(Ok(Message::Close(Some(f)))) => return Err((u16::from(f.code), f.reason.to_string())),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Err((0, String::new())),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Reads until the server's close frame and returns its code and reason, skipping
+    /// packets.
+    pub async fn closed(&mut self) -> (u16, String) {
+        loop {
+            match self.recv_or_close().await {
+                Ok(_) => continue,
+                Err(c) => return c,
+            }
+        }
+    }
+
+    /// Next PUSH body.
+    pub async fn push(&mut self) -> proto::PushMsg {
+        let p = self.recv().await;
+        assert_eq!(p.header.as_ref().unwrap().command, Command::Push as i32, "{p:?}");
+        proto::PushMsg::decode(p.body).unwrap()
+    }
+}
+
+/// Close code as a number.
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
+
+/// A minimal HTTP/1.1 exchange with the admin API: returns status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, bearer: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let body = body.unwrap_or("");
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(HANG, s.read_to_end(&mut out)).await.expect("admin hung").unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Admin GET returning JSON.
+pub async fn get_json(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(gw.admin_addr(), "GET", path, None, None).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Admin POST of JSON.
+pub async fn post_json(gw: &Gateway, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(gw.admin_addr(), "POST", path, Some(body), None).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Waits until `/v1/online` shows `user` with `n` sessions (events reach the directory
+/// through the shards; the admin API is how an outsider observes them).
+pub async fn wait_online(gw: &Gateway, user: i64, n: usize) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let (_, v) = get_json(gw, &format!("/v1/online?user_ids={user}")).await;
+        let got = v["users"][0]["sessions"].as_array().map_or(0, Vec::len);
+        if got == n {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "user {user} never had {n} sessions (has {got})");
+        tokio::task::yield_now().await;
+    }
+}
