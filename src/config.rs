@@ -168,6 +168,13 @@ pub struct ConnectionConfig {
     /// After a close frame is queued, how long the client has to read it before the
     /// socket is dropped, ms. Default 2000.
     pub close_linger_ms: u64,
+    /// UPSTREAM packets per second a connection may send (token bucket refill). Default 50.
+    pub upstream_rate_per_s: u32,
+    /// UPSTREAM burst (token bucket size). Default 100.
+    pub upstream_burst: u32,
+    /// UPSTREAMs refused for rate in a row before the connection is closed with 4004.
+    /// Default 20.
+    pub rate_limit_strikes: u32,
 }
 
 impl Default for ConnectionConfig {
@@ -180,6 +187,9 @@ impl Default for ConnectionConfig {
             outbound_queue: 256,
             outbound_queue_bytes: 1 << 20,
             close_linger_ms: 2000,
+            upstream_rate_per_s: 50,
+            upstream_burst: 100,
+            rate_limit_strikes: 20,
         }
     }
 }
@@ -384,6 +394,15 @@ impl Config {
         }
         if c.outbound_queue_bytes < 1024 {
             return bad("connection.outbound_queue_bytes", "must be at least 1024");
+        }
+        if c.upstream_rate_per_s == 0 {
+            return bad("connection.upstream_rate_per_s", "must be at least 1");
+        }
+        if c.upstream_burst == 0 {
+            return bad("connection.upstream_burst", "must be at least 1");
+        }
+        if c.rate_limit_strikes == 0 {
+            return bad("connection.rate_limit_strikes", "must be at least 1");
         }
         if self.cluster.key_prefix.is_empty() {
             return bad("cluster.key_prefix", "must not be empty");

@@ -106,6 +106,12 @@ pub struct ConnHandle {
     pub opened_ms: u64,
     /// Shard clock (ms) of the last inbound frame.
     pub last_seen_ms: Cell<u64>,
+    /// UPSTREAM token bucket: tokens left, in thousandths.
+    bucket_milli: Cell<u32>,
+    /// Shard clock (ms) of the bucket's last refill.
+    bucket_ms: Cell<u64>,
+    /// UPSTREAMs refused for rate in a row.
+    strikes: Cell<u32>,
     /// Frames waiting for the socket.
     outbox: RefCell<Outbox>,
     /// Set once a close frame is queued: why.
@@ -138,6 +144,9 @@ impl ConnHandle {
             platform: Cell::new(0),
             opened_ms: now_ms,
             last_seen_ms: Cell::new(now_ms),
+            bucket_milli: Cell::new(u32::MAX),
+            bucket_ms: Cell::new(now_ms),
+            strikes: Cell::new(0),
             outbox: RefCell::new(Outbox::default()),
             closing: RefCell::new(None),
             close_deadline_ms: Cell::new(u64::MAX),
@@ -149,6 +158,25 @@ impl ConnHandle {
     /// The shard this connection lives on.
     pub fn shard(&self) -> usize {
         (self.id >> 48) as usize
+    }
+
+    /// Takes one token from the UPSTREAM bucket (`rate` per second, `burst` deep).
+    /// `Ok` when allowed; `Err(strikes)` with the refusals in a row otherwise.
+    pub fn take_token(&self, now_ms: u64, rate: u32, burst: u32) -> Result<(), u32> {
+        let cap = u64::from(burst) * 1000;
+        let elapsed = now_ms.saturating_sub(self.bucket_ms.get());
+        let level = (u64::from(self.bucket_milli.get()) + elapsed * u64::from(rate)).min(cap);
+        self.bucket_ms.set(now_ms);
+        if level >= 1000 {
+            self.bucket_milli.set((level - 1000) as u32);
+            self.strikes.set(0);
+            Ok(())
+        } else {
+            self.bucket_milli.set(level as u32);
+            let strikes = self.strikes.get() + 1;
+            self.strikes.set(strikes);
+            Err(strikes)
+        }
     }
 
     /// True once AUTH succeeded.

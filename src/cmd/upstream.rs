@@ -2,7 +2,9 @@
 //! `receiver_id`'s connections on this node as a PUSH with `sender_id` = the sender,
 //! and answers with an `UpstreamResult` whose `bus_id` is `local-<msg_id>`. A receiver
 //! that is not online gets nothing, and the sender an ERROR (RECEIVER_OFFLINE): nothing
-//! is dropped silently.
+//! is dropped silently. Each connection has a token bucket (`upstream_rate_per_s`,
+//! `upstream_burst`): over it, ERROR RATE_LIMITED with the request's `seq`; after
+//! `rate_limit_strikes` refusals in a row, close 4004.
 
 use super::{decode_body, Ctx};
 use crate::close::CloseReason;
@@ -18,6 +20,14 @@ pub fn parse(body: &[u8]) -> Result<UpstreamMsg, CloseReason> {
 /// Delivers the message (embedded mode) and answers the sender.
 pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
     metrics::inc(&ctx.shard.metrics.upstream);
+    let c = &ctx.shard.config().connection;
+    if let Err(strikes) = ctx.conn.take_token(ctx.shard.now_ms(), c.upstream_rate_per_s, c.upstream_burst) {
+        if strikes >= c.rate_limit_strikes {
+            return Err(CloseReason::RateLimited);
+        }
+        ctx.conn.reply(packet::error(ctx.seq, error_code::RATE_LIMITED, "rate limited: slow down"));
+        return Ok(());
+    }
     if msg.receiver_id <= 0 {
         ctx.conn.reply(packet::error(
             ctx.seq,
