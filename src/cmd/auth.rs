@@ -10,7 +10,7 @@ use crate::proto::{AuthRequest, AuthResult, Command};
 use crate::session::ConnHandle;
 use crate::shard::Shard;
 use std::rc::Rc;
-use tracing::{debug, info};
+use tracing::debug;
 
 /// Decodes the body.
 pub fn parse(body: &[u8]) -> Result<AuthRequest, CloseReason> {
@@ -53,5 +53,5 @@ pub fn establish(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, identity: Identity, p
         heartbeat_interval_s: node.config.connection.heartbeat_interval_s as u32,
     };
     conn.reply(packet::frame(Command::Auth, seq, &result));
-    info!(shard = shard.id, conn = conn.id, user_id = identity.user_id, platform, "authenticated");
+    debug!(shard = shard.id, conn = conn.id, user_id = identity.user_id, platform, "authenticated");
 }
