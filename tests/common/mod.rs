@@ -73,10 +73,15 @@ pub struct Client {
 
 /// How a connection attempt ended.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived test values; boxing buys nothing
 pub enum Dial {
     Ok(Client),
     /// HTTP status instead of an upgrade, with headers and body.
-    Refused { status: u16, retry_after: Option<String>, body: String },
+    Refused {
+        status: u16,
+        retry_after: Option<String>,
+        body: String,
+    },
 }
 
 impl Client {
@@ -92,7 +97,10 @@ impl Client {
     /// Connects to any URL.
     pub async fn dial_url(url: &str) -> Dial {
         use tokio_tungstenite::tungstenite::Error;
-        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url)).await.expect("dial hung") {
+        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("dial hung")
+        {
             Ok((ws, _)) => Dial::Ok(Client { ws }),
             Err(Error::Http(resp)) => Dial::Refused {
                 status: resp.status().as_u16(),
@@ -116,14 +124,23 @@ impl Client {
             panic!("login refused")
         };
         let p = c.recv().await;
-        assert_eq!(p.header.as_ref().unwrap().command, Command::Auth as i32, "first frame is AUTH");
+        assert_eq!(
+            p.header.as_ref().unwrap().command,
+            Command::Auth as i32,
+            "first frame is AUTH"
+        );
         assert_eq!(p.header.as_ref().unwrap().seq, 0);
         let r = proto::AuthResult::decode(p.body).unwrap();
         (c, r)
     }
 
     /// Logs in until the connection lands on `shard` (the kernel picks the shard).
-    pub async fn login_on_shard(gw: &Gateway, user: i64, platform: Option<i32>, shard: u32) -> (Client, proto::AuthResult) {
+    pub async fn login_on_shard(
+        gw: &Gateway,
+        user: i64,
+        platform: Option<i32>,
+        shard: u32,
+    ) -> (Client, proto::AuthResult) {
         for _ in 0..500 {
             let t = token(gw, user, platform);
             let (mut c, r) = Self::login(gw.ws_addr(), &t).await;
@@ -140,7 +157,10 @@ impl Client {
 
     /// Sends a packet.
     pub async fn send(&mut self, command: Command, seq: i64, body: &impl prost::Message) {
-        self.ws.send(Message::binary(packet(command, seq, body))).await.unwrap();
+        self.ws
+            .send(Message::binary(packet(command, seq, body)))
+            .await
+            .unwrap();
     }
 
     /// Sends a raw message.
@@ -167,11 +187,19 @@ impl Client {
     /// Next packet, or the close that came instead.
     pub async fn recv_or_close(&mut self) -> Result<Packet, (u16, String)> {
         loop {
-            let m = tokio::time::timeout(HANG, self.ws.next()).await.expect("no frame within the hang guard");
+            let m = tokio::time::timeout(HANG, self.ws.next())
+                .await
+                .expect("no frame within the hang guard");
             match m {
-                Some(Ok(Message::Binary(b))) => return Ok(Packet::decode(b).expect("server packet decodes")),
-                Some(Ok(Message::Close(Some(f)))) => return Err((u16::from(f.code), f.reason.to_string())),
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Err((0, String::new())),
+                Some(Ok(Message::Binary(b))) => {
+                    return Ok(Packet::decode(b).expect("server packet decodes"))
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Err((u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return Err((0, String::new()))
+                }
                 Some(Ok(_)) => continue,
             }
         }
@@ -191,9 +219,130 @@ impl Client {
     /// Next PUSH body.
     pub async fn push(&mut self) -> proto::PushMsg {
         let p = self.recv().await;
-        assert_eq!(p.header.as_ref().unwrap().command, Command::Push as i32, "{p:?}");
+        assert_eq!(
+            p.header.as_ref().unwrap().command,
+            Command::Push as i32,
+            "{p:?}"
+        );
         proto::PushMsg::decode(p.body).unwrap()
     }
+
+    /// The next thing the server sends must be a close frame: returns code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        match self.recv_or_close().await {
+            Err(c) => c,
+            Ok(p) => panic!("expected a close, got a packet: {p:?}"),
+        }
+    }
+
+    /// Authenticates an upgraded connection with an AUTH packet and returns the
+    /// AuthResult, which must answer with the same `seq`.
+    pub async fn auth(&mut self, token: &str, platform: i32, seq: i64) -> proto::AuthResult {
+        let req = proto::AuthRequest {
+            token: token.into(),
+            platform,
+            device_id: "test-device".into(),
+        };
+        self.send(Command::Auth, seq, &req).await;
+        let p = self.recv().await;
+        let h = p.header.as_ref().unwrap();
+        assert_eq!(h.command, Command::Auth as i32, "{p:?}");
+        assert_eq!(h.seq, seq);
+        proto::AuthResult::decode(p.body).unwrap()
+    }
+
+    /// A HEARTBEAT round trip: the answer is a HEARTBEAT with the same `seq`.
+    pub async fn heartbeat(&mut self, seq: i64) {
+        self.send(Command::Heartbeat, seq, &()).await;
+        let p = self.recv().await;
+        let h = p.header.unwrap();
+        assert_eq!(
+            h.command,
+            Command::Heartbeat as i32,
+            "answer to HEARTBEAT {seq}"
+        );
+        assert_eq!(h.seq, seq);
+    }
+
+    /// Expects a KICK packet then close 4003; returns the kick reason.
+    pub async fn kicked(&mut self) -> String {
+        let p = self
+            .recv_or_close()
+            .await
+            .expect("a KICK packet before the close");
+        assert_eq!(
+            p.header.as_ref().unwrap().command,
+            Command::Kick as i32,
+            "{p:?}"
+        );
+        let kick = proto::Kick::decode(p.body).unwrap();
+        let (code, _) = self.expect_close().await;
+        assert_eq!(code, 4003, "KICK is followed by close 4003");
+        kick.reason
+    }
+}
+
+/// `/v1/stats` as JSON.
+pub async fn stats(gw: &Gateway) -> serde_json::Value {
+    let (status, v) = get_json(gw, "/v1/stats").await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Open connections per shard, from `/v1/stats`.
+pub async fn shard_connections(gw: &Gateway) -> Vec<u64> {
+    stats(gw).await["shards"]
+        .as_array()
+        .expect("stats has a shards array")
+        .iter()
+        .map(|s| s["connections"].as_u64().unwrap())
+        .collect()
+}
+
+/// Waits until `/v1/stats` counts `n` open connections in total.
+pub async fn wait_connections(gw: &Gateway, n: u64) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let per_shard = shard_connections(gw).await;
+        if per_shard.iter().sum::<u64>() == n {
+            return per_shard;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {n} connections (have {per_shard:?})"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// An upgraded but unauthenticated connection that landed on `shard`, found by
+/// watching the per-shard connection counts (the gateway must have no other
+/// connections coming or going meanwhile). Useful to log in on a chosen shard without
+/// a throw-away login displacing a session the test keeps.
+pub async fn open_on_shard(gw: &Gateway, shard: usize) -> Client {
+    for _ in 0..500 {
+        let before = shard_connections(gw).await;
+        let total: u64 = before.iter().sum();
+        let Dial::Ok(c) = Client::dial(gw.ws_addr(), None).await else {
+            panic!("upgrade without token refused")
+        };
+        let after = wait_connections(gw, total + 1).await;
+        if after[shard] == before[shard] + 1 {
+            return c;
+        }
+        drop(c);
+        wait_connections(gw, total).await;
+    }
+    panic!("never landed on shard {shard}");
+}
+
+/// A port that was free a moment ago (bind 127.0.0.1:0 and let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Close code as a number.
@@ -202,33 +351,57 @@ pub fn code(c: CloseCode) -> u16 {
 }
 
 /// A minimal HTTP/1.1 exchange with the admin API: returns status and body.
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, bearer: Option<&str>) -> (u16, String) {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
-    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(HANG, s.read_to_end(&mut out)).await.expect("admin hung").unwrap();
+    tokio::time::timeout(HANG, s.read_to_end(&mut out))
+        .await
+        .expect("admin hung")
+        .unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// Admin GET returning JSON.
 pub async fn get_json(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
     let (status, body) = http(gw.admin_addr(), "GET", path, None, None).await;
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Admin POST of JSON.
 pub async fn post_json(gw: &Gateway, path: &str, body: &str) -> (u16, serde_json::Value) {
     let (status, body) = http(gw.admin_addr(), "POST", path, Some(body), None).await;
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Waits until `/v1/online` shows `user` with `n` sessions (events reach the directory
@@ -241,7 +414,66 @@ pub async fn wait_online(gw: &Gateway, user: i64, n: usize) {
         if got == n {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "user {user} never had {n} sessions (has {got})");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "user {user} never had {n} sessions (has {got})"
+        );
         tokio::task::yield_now().await;
     }
+}
+
+/// The `im-gateway` binary, run from the crate root (so it reads the shipped
+/// `config/gateway.toml`), unpinned, logging at `info` whatever the caller's env says.
+pub fn binary(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_im-gateway"));
+    cmd.args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .env("IMGW_SERVER_PIN_CORES", "false")
+        .env("IMGW_LOG_LEVEL", "info");
+    cmd
+}
+
+/// Runs `cmd` to its end (bounded by [`HANG`]; a process still running then is killed
+/// and the test fails) and returns its output.
+pub async fn run_to_end(mut cmd: std::process::Command) -> std::process::Output {
+    use std::process::Stdio;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn im-gateway");
+    let pid = child.id() as libc::pid_t;
+    let waited = tokio::time::timeout(
+        HANG,
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    match waited {
+        Ok(out) => out.unwrap().unwrap(),
+        Err(_) => {
+            // SAFETY: plain kill(2) of the child we spawned.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("im-gateway did not exit");
+        }
+    }
+}
+
+/// Mints a token with the built-in default key (what the binary uses with the shipped
+/// config).
+pub fn default_token(user: i64, platform: Option<i32>) -> String {
+    im_gateway::auth::Minter::from_config(&Config::default().auth)
+        .unwrap()
+        .mint(user, platform, 3600)
+}
+
+/// Parses the `retry_after_ms=N` of a 1001 close reason.
+pub fn retry_after_ms(reason: &str) -> u64 {
+    let (_, rest) = reason
+        .split_once("retry_after_ms=")
+        .unwrap_or_else(|| panic!("no retry_after_ms in {reason:?}"));
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after retry_after_ms= in {reason:?}"))
 }
