@@ -199,6 +199,10 @@ impl Shard {
                 metrics::inc(&self.metrics.kicks);
                 info!(shard = self.id, conn = session, user_id = conn.user_id.get(), reason, "session kicked");
                 conn.close(CloseReason::Kicked(reason.to_string()), Some(frame), self.now_ms(), self.linger_ms());
+                // A kicked session is over now, not when its client gets round to
+                // closing the socket: take it out of the directory (a no-op when a newer
+                // login displaced it there already).
+                self.node.router.directory.unregister(conn.user_id.get(), session);
             }
         }
     }
