@@ -354,6 +354,7 @@ impl Listener {
                     let shard = self.shard.clone();
                     glommio::spawn_local(conn::serve(shard, stream)).detach();
                 }
+                Err(_) if self.shard.draining.get() => return, // the listener was shut
                 Err(e) => {
                     let err = std::io::Error::from(e);
                     match err.raw_os_error() {
@@ -411,7 +412,23 @@ pub async fn run(id: usize, node: Arc<Node>, listener_fd: RawFd, inbox: flume::R
     }
     // Stop in reverse order: no new connections, then close the ones we have.
     shard.draining.set(true);
-    accept.cancel().await;
+    // Shut the listening socket rather than only cancelling the accept task: the shut
+    // socket leaves the SO_REUSEPORT group at once, so a connection arriving now is
+    // refused (or goes to a shard still listening) instead of waiting in a backlog, or
+    // in an io_uring accept being cancelled, that nobody will serve. The pending accept
+    // fails and the loop ends by itself (see `Listener::run`); dropping the task (which
+    // cancels it) after a second is only a backstop.
+    // SAFETY: shutdown(2) on the fd the `Listener` task still owns and keeps open.
+    unsafe { libc::shutdown(listener_fd, libc::SHUT_RD) };
+    futures_lite::future::or(
+        async {
+            accept.await;
+        },
+        async {
+            Timer::new(Duration::from_secs(1)).await;
+        },
+    )
+    .await;
     let (window_ms, deadline_ms) = drain.unwrap_or((0, 0));
     shard.close_all_going_away(window_ms);
     let deadline = shard.now_ms() + deadline_ms;
