@@ -304,7 +304,7 @@ impl Config {
             })?;
             tree = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
                 origin: path.display().to_string(),
-                message: e.to_string(),
+                message: one_line(&e, Some(&text)),
             })?;
             // Check the file alone first so its errors name the file.
             Self::from_tree(tree.clone(), &path.display().to_string())?;
@@ -334,7 +334,7 @@ impl Config {
     fn from_tree(tree: toml::Table, origin: &str) -> Result<Self, ConfigError> {
         Self::deserialize(toml::Value::Table(tree)).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
-            message: e.to_string().trim().to_string(),
+            message: one_line(&e, None),
         })
     }
 
@@ -424,6 +424,31 @@ impl Config {
             0 => shards::online_cores(),
             n => n,
         }
+    }
+}
+
+/// A TOML error as one line that starts with where it is: `section.key: message` for a
+/// value that does not fit the schema, `line L, column C: message` for bad syntax.
+/// (toml's own rendering spans several lines.)
+fn one_line(e: &toml::de::Error, input: Option<&str>) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    if let (Some(input), Some(span)) = (input, e.span()) {
+        let before = input.get(..span.start).unwrap_or(input);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        return format!("line {line}, column {column}: {message}");
+    }
+    // Without a position, toml names the key in a last line "in `section.key`".
+    let rendered = e.to_string();
+    let key = rendered
+        .trim_end()
+        .rsplit('\n')
+        .next()
+        .and_then(|l| l.strip_prefix("in `"))
+        .and_then(|l| l.strip_suffix('`'));
+    match key {
+        Some(key) => format!("{key}: {message}"),
+        None => message,
     }
 }
 
@@ -539,6 +564,7 @@ mod tests {
         let err = Config::load(None::<&Path>, env(&[("IMGW_SESSIONS_MULTI_LOGIN", "sometimes")]), &Overrides::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("sometimes"), "{err}");
+        assert!(err.contains("sometimes") && err.contains("sessions.multi_login"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
     }
 }

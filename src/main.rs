@@ -98,7 +98,7 @@ fn main() -> ExitCode {
     let gateway = match im_gateway::Gateway::start(config) {
         Ok(g) => g,
         Err(e) => {
-            tracing::error!("{e}");
+            // One line, once: not also through the logger, which writes to stderr too.
             eprintln!("im-gateway: {e}");
             return ExitCode::from(1);
         }
