@@ -71,11 +71,8 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
     let open = matches!(path.as_str(), "/healthz" | "/readyz");
     if let (Some(token), false) = (&node.config.admin.token, open) {
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given =
+            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token.as_str()) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token");
         }
@@ -114,9 +111,11 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
                 json(StatusCode::OK, serde_json::json!({ "ready": true }))
             }
         }
-        (_, "/v1/push" | "/v1/broadcast" | "/v1/kick" | "/v1/online" | "/v1/stats" | "/metrics" | "/healthz" | "/readyz") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (
+            _,
+            "/v1/push" | "/v1/broadcast" | "/v1/kick" | "/v1/online" | "/v1/stats" | "/metrics" | "/healthz"
+            | "/readyz",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
@@ -201,10 +200,7 @@ async fn push(node: &Arc<Node>, req: PushRequest) -> Reply {
 async fn broadcast(node: &Arc<Node>, req: BroadcastRequest) -> Reply {
     let frame = packet::frame(Command::Push, 0, &req.msg.into_push(0));
     let report = node.router.broadcast(frame).await;
-    json(
-        StatusCode::OK,
-        serde_json::json!({ "online_users": report.online_users, "shards": report.shards }),
-    )
+    json(StatusCode::OK, serde_json::json!({ "online_users": report.online_users, "shards": report.shards }))
 }
 
 async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
@@ -217,10 +213,7 @@ async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
 }
 
 fn online(node: &Arc<Node>, query: &str) -> Reply {
-    let raw = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("user_ids="))
-        .unwrap_or("");
+    let raw = query.split('&').find_map(|kv| kv.strip_prefix("user_ids=")).unwrap_or("");
     let mut ids = Vec::new();
     for part in raw.split(',').filter(|p| !p.is_empty()) {
         match part.trim().parse::<i64>() {

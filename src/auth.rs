@@ -76,17 +76,12 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("algorithms", &self.validation.algorithms)
-            .finish_non_exhaustive()
+        f.debug_struct("Verifier").field("algorithms", &self.validation.algorithms).finish_non_exhaustive()
     }
 }
 
 fn read_pem(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|e| KeyError {
-        key,
-        message: format!("{}: {e}", path.display()),
-    })
+    std::fs::read(path).map_err(|e| KeyError { key, message: format!("{}: {e}", path.display()) })
 }
 
 impl Verifier {
@@ -154,10 +149,7 @@ impl Verifier {
         if user_id <= 0 {
             return Err(AuthError::BadSubject);
         }
-        Ok(Identity {
-            user_id,
-            platform: data.claims.platform,
-        })
+        Ok(Identity { user_id, platform: data.claims.platform })
     }
 }
 
@@ -195,12 +187,7 @@ impl Minter {
                 }
             }
         };
-        Ok(Self {
-            key,
-            alg,
-            issuer: auth.issuer.clone(),
-            audience: auth.audience.clone(),
-        })
+        Ok(Self { key, alg, issuer: auth.issuer.clone(), audience: auth.audience.clone() })
     }
 
     /// A token for `user_id`, valid for `ttl_s` seconds from now.
@@ -245,7 +232,12 @@ mod tests {
 
         let expired = {
             let claims = Claims { sub: "5".into(), exp: 1, platform: None, iss: None, aud: None, iat: None };
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(auth().jwt_secret.as_bytes())).unwrap()
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(auth().jwt_secret.as_bytes()),
+            )
+            .unwrap()
         };
         assert_eq!(v.verify(&expired), Err(AuthError::Expired));
         assert_eq!(v.verify(""), Err(AuthError::Missing));

@@ -236,10 +236,7 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self {
-            redis_url: None,
-            key_prefix: "im:".to_string(),
-        }
+        Self { redis_url: None, key_prefix: "im:".to_string() }
     }
 }
 
@@ -255,10 +252,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Pretty,
-            level: "info".to_string(),
-        }
+        Self { format: LogFormat::Pretty, level: "info".to_string() }
     }
 }
 
@@ -298,10 +292,8 @@ impl Config {
         let path = path.or_else(|| default_path.exists().then_some(default_path));
         let mut tree = toml::Table::new();
         if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             tree = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
                 origin: path.display().to_string(),
                 message: one_line(&e, Some(&text)),
@@ -332,19 +324,14 @@ impl Config {
     }
 
     fn from_tree(tree: toml::Table, origin: &str) -> Result<Self, ConfigError> {
-        Self::deserialize(toml::Value::Table(tree)).map_err(|e| ConfigError::Parse {
-            origin: origin.to_string(),
-            message: one_line(&e, None),
-        })
+        Self::deserialize(toml::Value::Table(tree))
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: one_line(&e, None) })
     }
 
     /// Checks ranges and cross-key rules; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError::Invalid {
-                key,
-                message: message.into(),
-            })
+            Err(ConfigError::Invalid { key, message: message.into() })
         }
         let (s, a, c) = (&self.server, &self.auth, &self.connection);
         if s.gateway_id.is_empty() || s.gateway_id.contains(char::is_whitespace) {
@@ -440,12 +427,8 @@ fn one_line(e: &toml::de::Error, input: Option<&str>) -> String {
     }
     // Without a position, toml names the key in a last line "in `section.key`".
     let rendered = e.to_string();
-    let key = rendered
-        .trim_end()
-        .rsplit('\n')
-        .next()
-        .and_then(|l| l.strip_prefix("in `"))
-        .and_then(|l| l.strip_suffix('`'));
+    let key =
+        rendered.trim_end().rsplit('\n').next().and_then(|l| l.strip_prefix("in `")).and_then(|l| l.strip_suffix('`'));
     match key {
         Some(key) => format!("{key}: {message}"),
         None => message,
@@ -456,10 +439,8 @@ fn one_line(e: &toml::de::Error, input: Option<&str>) -> String {
 /// by default (so `IMGW_SERVER_GATEWAY_ID=42` stays a string); an unknown section or
 /// key is reported by the schema check with its env name.
 fn apply_env(tree: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
-    let defaults = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
-        origin: "defaults".into(),
-        message: e.to_string(),
-    })?;
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| ConfigError::Parse { origin: "defaults".into(), message: e.to_string() })?;
     let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("IMGW_")).collect();
     vars.sort();
     for (name, raw) in vars {
@@ -480,18 +461,16 @@ fn apply_env(tree: &mut toml::Table, env: impl IntoIterator<Item = (String, Stri
         let value = match default {
             // String keys, and optional keys (all strings or paths), stay strings.
             Some(toml::Value::String(_)) | None => toml::Value::String(raw),
-            Some(_) => format!("v = {raw}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .ok_or_else(|| ConfigError::Parse {
-                    origin: format!("env {name}"),
-                    message: format!("`{raw}` is not a valid value for {section}.{key}"),
-                })?,
+            Some(_) => {
+                format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).ok_or_else(|| {
+                    ConfigError::Parse {
+                        origin: format!("env {name}"),
+                        message: format!("`{raw}` is not a valid value for {section}.{key}"),
+                    }
+                })?
+            }
         };
-        let table = tree
-            .entry(section.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let table = tree.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let Some(table) = table.as_table_mut() else {
             return Err(ConfigError::Parse {
                 origin: format!("env {name}"),
@@ -531,14 +510,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("imgw-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("g.toml");
-        std::fs::write(&file, "[server]\nshards = 3\ngateway_id = \"file\"\n[connection]\nidle_timeout_s = 100\n").unwrap();
+        std::fs::write(&file, "[server]\nshards = 3\ngateway_id = \"file\"\n[connection]\nidle_timeout_s = 100\n")
+            .unwrap();
         let cfg = Config::load(
             Some(&file),
-            env(&[("IMGW_SERVER_SHARDS", "5"), ("IMGW_SERVER_GATEWAY_ID", "42"), ("IMGW_SESSIONS_MULTI_LOGIN", "single")]),
-            &Overrides {
-                shards: Some(7),
-                ..Default::default()
-            },
+            env(&[
+                ("IMGW_SERVER_SHARDS", "5"),
+                ("IMGW_SERVER_GATEWAY_ID", "42"),
+                ("IMGW_SESSIONS_MULTI_LOGIN", "single"),
+            ]),
+            &Overrides { shards: Some(7), ..Default::default() },
         )
         .unwrap();
         assert_eq!(cfg.server.shards, 7);
@@ -553,17 +534,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("connection.max_frame_bytes"), "{err}");
-        let err = Config::load(None::<&Path>, env(&[("IMGW_CONNECTION_OUTBOUND_QUEUE", "lots")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::load(None::<&Path>, env(&[("IMGW_CONNECTION_OUTBOUND_QUEUE", "lots")]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("connection.outbound_queue"), "{err}");
         let err = Config::load(None::<&Path>, env(&[("IMGW_AUTH_NO_SUCH_KEY", "1")]), &Overrides::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("no_such_key"), "{err}");
-        let err = Config::load(None::<&Path>, env(&[("IMGW_SESSIONS_MULTI_LOGIN", "sometimes")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::load(None::<&Path>, env(&[("IMGW_SESSIONS_MULTI_LOGIN", "sometimes")]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("sometimes") && err.contains("sessions.multi_login"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }

@@ -63,10 +63,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, 
     let max = cfg.server.max_handshake_bytes;
     let request = futures_lite::future::or(read_request(stream, max), async {
         Timer::new(timeout).await;
-        Err(handshake::Reject {
-            status: 408,
-            reason: "handshake timeout",
-        })
+        Err(handshake::Reject { status: 408, reason: "handshake timeout" })
     })
     .await;
     let (upgrade, leftover) = match request {

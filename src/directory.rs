@@ -85,8 +85,7 @@ impl Directory {
     /// Bitmask of shards holding `user` (bit i = shard i; shards beyond 63 fold onto
     /// bit 63 and are resolved by the caller with [`Directory::with_sessions`]).
     pub fn shards_of(&self, user: i64) -> u64 {
-        self.with_sessions(user, |s| s.iter().fold(0u64, |m, l| m | 1u64 << l.shard.min(63)))
-            .unwrap_or(0)
+        self.with_sessions(user, |s| s.iter().fold(0u64, |m, l| m | 1u64 << l.shard.min(63))).unwrap_or(0)
     }
 
     /// Users online on this node.

@@ -8,10 +8,7 @@ pub const RESERVED_FDS: u64 = 64;
 
 /// The open-file limits after raising: `(soft_before, soft_now, hard)`.
 pub fn raise_nofile() -> (u64, u64, u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {

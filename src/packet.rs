@@ -23,12 +23,7 @@ pub mod error_code {
 /// Encodes `body` as the body of a packet with `command` and `seq`, framed for the wire.
 pub fn frame(command: Command, seq: i64, body: &impl Message) -> Bytes {
     let packet = Packet {
-        header: Some(Header {
-            command: command as i32,
-            version: 1,
-            client_id: String::new(),
-            seq,
-        }),
+        header: Some(Header { command: command as i32, version: 1, client_id: String::new(), seq }),
         body: Bytes::from(body.encode_to_vec()),
     };
     let len = packet.encoded_len();
@@ -45,19 +40,10 @@ pub fn empty(command: Command, seq: i64) -> Bytes {
 
 /// An ERROR packet answering request `seq`.
 pub fn error(seq: i64, code: i32, message: &str) -> Bytes {
-    frame(
-        Command::Error,
-        seq,
-        &crate::proto::Error {
-            code,
-            message: message.to_string(),
-        },
-    )
+    frame(Command::Error, seq, &crate::proto::Error { code, message: message.to_string() })
 }
 
 /// Microseconds since the Unix epoch (`server_ts_us`).
 pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }

@@ -36,10 +36,7 @@ type CounterFn = fn(&ShardStats) -> u64;
 pub fn render(node: &Node, shards: &[ShardStats]) -> String {
     let mut registry = Registry::with_prefix("imgw");
     let gateway_id = node.gateway_id().to_string();
-    let labels = |s: &ShardStats| ShardLabels {
-        gateway_id: gateway_id.clone(),
-        shard: s.shard.to_string(),
-    };
+    let labels = |s: &ShardStats| ShardLabels { gateway_id: gateway_id.clone(), shard: s.shard.to_string() };
 
     let gauges: [(&str, &str, CounterFn); 3] = [
         ("connections", "WebSocket connections open", |s| s.connections),

@@ -90,10 +90,7 @@ impl Router {
         let (plan, online_users) = self.plan(users);
         let mut shards = 0;
         for (shard, users) in plan.into_iter().enumerate().filter(|(_, u)| !u.is_empty()) {
-            let msg = ShardMsg::Push {
-                users,
-                frame: frame.clone(),
-            };
+            let msg = ShardMsg::Push { users, frame: frame.clone() };
             if self.mesh.send_async(shard, msg).await.is_ok() {
                 shards += 1;
             }
@@ -110,31 +107,19 @@ impl Router {
                 shards += 1;
             }
         }
-        PushReport {
-            online_users: self.directory.users(),
-            shards,
-        }
+        PushReport { online_users: self.directory.users(), shards }
     }
 
     /// Kicks `user`'s sessions (those on `platform` only, when given); returns how many.
     pub async fn kick(&self, user: i64, platform: Option<i32>, reason: &str) -> usize {
         let targets: Vec<SessionLoc> = self
             .directory
-            .with_sessions(user, |s| {
-                s.iter()
-                    .filter(|l| platform.is_none_or(|p| p == l.platform))
-                    .copied()
-                    .collect()
-            })
+            .with_sessions(user, |s| s.iter().filter(|l| platform.is_none_or(|p| p == l.platform)).copied().collect())
             .unwrap_or_default();
         let frame = kick_frame(reason);
         let mut kicked = 0;
         for loc in targets {
-            let msg = ShardMsg::Kick {
-                session: loc.session,
-                reason: reason.to_string(),
-                frame: frame.clone(),
-            };
+            let msg = ShardMsg::Kick { session: loc.session, reason: reason.to_string(), frame: frame.clone() };
             if self.mesh.send_async(usize::from(loc.shard), msg).await.is_ok() {
                 kicked += 1;
             }
@@ -145,11 +130,5 @@ impl Router {
 
 /// The KICK packet sent before a 4003 close.
 pub fn kick_frame(reason: &str) -> Bytes {
-    crate::packet::frame(
-        crate::proto::Command::Kick,
-        0,
-        &crate::proto::Kick {
-            reason: reason.to_string(),
-        },
-    )
+    crate::packet::frame(crate::proto::Command::Kick, 0, &crate::proto::Kick { reason: reason.to_string() })
 }

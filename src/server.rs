@@ -70,18 +70,11 @@ impl Gateway {
             config.server.reuse_port_join,
         )?;
         let ws_addr = listeners.local_addr;
-        let admin = std::net::TcpListener::bind(config.server.admin_listen).map_err(|source| StartError::Admin {
-            addr: config.server.admin_listen,
-            source,
-        })?;
-        let admin_addr = admin.local_addr().map_err(|source| StartError::Admin {
-            addr: config.server.admin_listen,
-            source,
-        })?;
-        admin.set_nonblocking(true).map_err(|source| StartError::Admin {
-            addr: admin_addr,
-            source,
-        })?;
+        let admin = std::net::TcpListener::bind(config.server.admin_listen)
+            .map_err(|source| StartError::Admin { addr: config.server.admin_listen, source })?;
+        let admin_addr =
+            admin.local_addr().map_err(|source| StartError::Admin { addr: config.server.admin_listen, source })?;
+        admin.set_nonblocking(true).map_err(|source| StartError::Admin { addr: admin_addr, source })?;
 
         let mesh = Mesh::<ShardMsg>::new(shard_count, config.server.shard_inbox);
         let directory = Arc::new(Directory::new());
@@ -97,12 +90,8 @@ impl Gateway {
 
         // Each shard takes its own listener fd and inbox exactly once.
         type Slot = Option<(RawFd, flume::Receiver<ShardMsg>)>;
-        let slots: Vec<Slot> = mesh
-            .receivers
-            .into_iter()
-            .enumerate()
-            .map(|(i, rx)| listeners.take(i).map(|fd| (fd, rx)))
-            .collect();
+        let slots: Vec<Slot> =
+            mesh.receivers.into_iter().enumerate().map(|(i, rx)| listeners.take(i).map(|fd| (fd, rx))).collect();
         let slots = Arc::new(Mutex::new(slots));
         let pool_config = PoolConfig {
             shards: shard_count,
@@ -150,10 +139,7 @@ impl Gateway {
                     });
                 })
                 .map_err(|e| StartError::Control(e.to_string()))?;
-            ready_rx
-                .recv()
-                .map_err(|e| StartError::Control(e.to_string()))?
-                .map_err(StartError::Control)?;
+            ready_rx.recv().map_err(|e| StartError::Control(e.to_string()))?.map_err(StartError::Control)?;
             handle
         };
         info!(
@@ -164,14 +150,7 @@ impl Gateway {
             max_connections,
             "im-gateway started"
         );
-        Ok(Self {
-            node,
-            ws_addr,
-            admin_addr,
-            pool: Some(pool),
-            control: Some(control),
-            stop_control,
-        })
+        Ok(Self { node, ws_addr, admin_addr, pool: Some(pool), control: Some(control), stop_control })
     }
 
     /// Address of the client WebSocket listener.
@@ -200,10 +179,7 @@ impl Gateway {
         for shard in 0..self.node.router.shards() {
             let _ = self.node.router.mesh.send_blocking(
                 shard,
-                ShardMsg::Drain {
-                    window_ms: s.drain_window_ms,
-                    deadline_ms: s.shutdown_timeout_ms,
-                },
+                ShardMsg::Drain { window_ms: s.drain_window_ms, deadline_ms: s.shutdown_timeout_ms },
             );
         }
     }

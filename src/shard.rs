@@ -107,10 +107,7 @@ pub struct Shard {
 impl Shard {
     fn new(id: usize, node: Arc<Node>) -> Self {
         let c = &node.config.connection;
-        let limits = QueueLimits {
-            frames: c.outbound_queue,
-            bytes: c.outbound_queue_bytes,
-        };
+        let limits = QueueLimits { frames: c.outbound_queue, bytes: c.outbound_queue_bytes };
         Self {
             id,
             node,
@@ -158,11 +155,7 @@ impl Shard {
     /// the directory, and kicks whatever the multi-login policy displaces.
     pub fn bind_session(&self, conn: &Rc<ConnHandle>) {
         self.sessions.borrow_mut().bind_user(conn);
-        let loc = SessionLoc {
-            session: conn.id,
-            platform: conn.platform.get(),
-            shard: self.id as u16,
-        };
+        let loc = SessionLoc { session: conn.id, platform: conn.platform.get(), shard: self.id as u16 };
         let policy = self.node.config.sessions.multi_login;
         let displaced = self.node.router.directory.register(conn.user_id.get(), loc, policy);
         if displaced.is_empty() {
@@ -182,14 +175,7 @@ impl Shard {
             self.kick_local(loc.session, reason, frame);
             return;
         }
-        self.send_or_wait(
-            shard,
-            ShardMsg::Kick {
-                session: loc.session,
-                reason: reason.to_string(),
-                frame,
-            },
-        );
+        self.send_or_wait(shard, ShardMsg::Kick { session: loc.session, reason: reason.to_string(), frame });
     }
 
     fn kick_local(&self, session: u64, reason: &str, frame: Bytes) {
@@ -215,13 +201,7 @@ impl Shard {
             if shard == self.id {
                 self.deliver(&users, &frame);
             } else {
-                self.send_or_wait(
-                    shard,
-                    ShardMsg::Push {
-                        users,
-                        frame: frame.clone(),
-                    },
-                );
+                self.send_or_wait(shard, ShardMsg::Push { users, frame: frame.clone() });
             }
         }
         online
@@ -273,7 +253,12 @@ impl Shard {
             Offer::Overflow => {
                 metrics::inc(&self.metrics.drops);
                 metrics::inc(&self.metrics.slow_cuts);
-                warn!(shard = self.id, conn = conn.id, user_id = conn.user_id.get(), "outbound queue overflow; closing 4009");
+                warn!(
+                    shard = self.id,
+                    conn = conn.id,
+                    user_id = conn.user_id.get(),
+                    "outbound queue overflow; closing 4009"
+                );
             }
         }
     }
@@ -329,11 +314,8 @@ impl Shard {
 
     fn tick_interval(&self) -> Duration {
         let c = &self.node.config;
-        let shortest = c
-            .auth
-            .auth_timeout_ms
-            .min(c.connection.idle_timeout_s * 1000)
-            .min(c.connection.close_linger_ms.max(1));
+        let shortest =
+            c.auth.auth_timeout_ms.min(c.connection.idle_timeout_s * 1000).min(c.connection.close_linger_ms.max(1));
         Duration::from_millis((shortest / 4).clamp(5, 1000))
     }
 }
@@ -394,13 +376,7 @@ pub async fn run(id: usize, node: Arc<Node>, listener_fd: RawFd, inbox: flume::R
             }
         })
     };
-    let accept = glommio::spawn_local(
-        Listener {
-            shard: shard.clone(),
-            listener,
-        }
-        .run(),
-    );
+    let accept = glommio::spawn_local(Listener { shard: shard.clone(), listener }.run());
     debug!(shard = id, "shard running");
 
     let mut drain = None;

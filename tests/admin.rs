@@ -31,11 +31,7 @@ async fn online_lists_sessions_per_contract() {
     assert_eq!(sessions[0]["shard"], r.shard);
     assert_eq!(users[1]["user_id"], 2);
     assert_eq!(users[1]["online"], false);
-    assert_eq!(
-        users[1]["sessions"].as_array().map(Vec::len),
-        Some(0),
-        "{v}"
-    );
+    assert_eq!(users[1]["sessions"].as_array().map(Vec::len), Some(0), "{v}");
 
     // Going offline is seen too.
     drop(c);
@@ -43,12 +39,7 @@ async fn online_lists_sessions_per_contract() {
     let (_, v) = get_json(&gw, "/v1/online?user_ids=1").await;
     assert_eq!(v["users"][0]["online"], false, "{v}");
 
-    for bad in [
-        "/v1/online",
-        "/v1/online?user_ids=",
-        "/v1/online?user_ids=abc",
-        "/v1/online?user_ids=1,-2",
-    ] {
+    for bad in ["/v1/online", "/v1/online?user_ids=", "/v1/online?user_ids=abc", "/v1/online?user_ids=1,-2"] {
         let (status, v) = get_json(&gw, bad).await;
         assert_eq!(status, 400, "{bad}: {v}");
         assert!(v["error"].is_string(), "{bad}: {v}");
@@ -78,20 +69,13 @@ async fn stats_and_metrics_are_per_shard() {
 
     let (status, text) = http(gw.admin_addr(), "GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
-    assert!(
-        text.contains("shard=\"0\"") && text.contains("shard=\"1\""),
-        "{text}"
-    );
+    assert!(text.contains("shard=\"0\"") && text.contains("shard=\"1\""), "{text}");
     let connections: Vec<u64> = text
         .lines()
         .filter(|l| l.starts_with("imgw_connections{"))
         .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
         .collect();
-    assert_eq!(
-        connections.len(),
-        2,
-        "one imgw_connections series per shard:\n{text}"
-    );
+    assert_eq!(connections.len(), 2, "one imgw_connections series per shard:\n{text}");
     assert_eq!(connections.iter().sum::<u64>(), 3, "{text}");
 
     drop((a, b));
@@ -106,32 +90,12 @@ async fn bad_requests_are_json_errors() {
     let gw = start(|_| {});
     let cases = [
         ("/v1/push", "{not json", "bad JSON"),
-        (
-            "/v1/push",
-            r#"{"user_ids":[1],"msg":{"content":"x"},"extra":1}"#,
-            "unknown field",
-        ),
-        (
-            "/v1/push",
-            r#"{"user_ids":[1],"msg":{"content":"x","colour":"red"}}"#,
-            "unknown msg field",
-        ),
-        (
-            "/v1/push",
-            r#"{"user_ids":"1","msg":{"content":"x"}}"#,
-            "wrong type",
-        ),
-        (
-            "/v1/push",
-            r#"{"user_ids":[1],"msg":{"content":5}}"#,
-            "wrong msg type",
-        ),
+        ("/v1/push", r#"{"user_ids":[1],"msg":{"content":"x"},"extra":1}"#, "unknown field"),
+        ("/v1/push", r#"{"user_ids":[1],"msg":{"content":"x","colour":"red"}}"#, "unknown msg field"),
+        ("/v1/push", r#"{"user_ids":"1","msg":{"content":"x"}}"#, "wrong type"),
+        ("/v1/push", r#"{"user_ids":[1],"msg":{"content":5}}"#, "wrong msg type"),
         ("/v1/push", r#"{"msg":{"content":"x"}}"#, "missing user_ids"),
-        (
-            "/v1/push",
-            r#"{"user_ids":[],"msg":{"content":"x"}}"#,
-            "no users",
-        ),
+        ("/v1/push", r#"{"user_ids":[],"msg":{"content":"x"}}"#, "no users"),
         ("/v1/broadcast", "[]", "wrong shape"),
         ("/v1/kick", r#"{"user_id":"x"}"#, "wrong type"),
         ("/v1/kick", r#"{"user_id":1,"why":"x"}"#, "unknown field"),
@@ -148,10 +112,7 @@ async fn bad_requests_are_json_errors() {
     let (status, v) = get_json(&gw, "/v1/push").await;
     assert_eq!(status, 405, "{v}");
     // Still serving.
-    assert_eq!(
-        http(gw.admin_addr(), "GET", "/healthz", None, None).await.0,
-        200
-    );
+    assert_eq!(http(gw.admin_addr(), "GET", "/healthz", None, None).await.0, 200);
     gw.stop();
 }
 
@@ -163,34 +124,14 @@ async fn admin_token_guards_everything_but_health() {
         let (status, body) = http(admin, "GET", path, None, None).await;
         assert_eq!(status, 401, "{path} without token: {body}");
         assert!(body.contains("error"), "{body}");
-        assert_eq!(
-            http(admin, "GET", path, None, Some("wrong")).await.0,
-            401,
-            "{path} wrong token"
-        );
-        assert_eq!(
-            http(admin, "GET", path, None, Some("s3cret-admin")).await.0,
-            200,
-            "{path} with token"
-        );
+        assert_eq!(http(admin, "GET", path, None, Some("wrong")).await.0, 401, "{path} wrong token");
+        assert_eq!(http(admin, "GET", path, None, Some("s3cret-admin")).await.0, 200, "{path} with token");
     }
     let push = r#"{"user_ids":[1],"msg":{"content":"x"}}"#;
-    assert_eq!(
-        http(admin, "POST", "/v1/push", Some(push), None).await.0,
-        401
-    );
-    assert_eq!(
-        http(admin, "POST", "/v1/push", Some(push), Some("s3cret-admin"))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(http(admin, "POST", "/v1/push", Some(push), None).await.0, 401);
+    assert_eq!(http(admin, "POST", "/v1/push", Some(push), Some("s3cret-admin")).await.0, 200);
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(
-            http(admin, "GET", path, None, None).await.0,
-            200,
-            "{path} stays open"
-        );
+        assert_eq!(http(admin, "GET", path, None, None).await.0, 200, "{path} stays open");
     }
     gw.stop();
 }

@@ -35,11 +35,7 @@ async fn auth_packet_logs_in_with_the_same_seq() {
     c.send(
         Command::Auth,
         7,
-        &proto::AuthRequest {
-            token: token(&gw, 4242, Some(2)),
-            platform: 2,
-            device_id: String::new(),
-        },
+        &proto::AuthRequest { token: token(&gw, 4242, Some(2)), platform: 2, device_id: String::new() },
     )
     .await;
     let p = c.recv().await;
@@ -56,21 +52,11 @@ async fn bad_token_in_auth_packet_closes_4001() {
     let gw = start(|_| {});
     let mut other = gw.node().config.auth.clone();
     other.jwt_secret = "another-secret-of-enough-length".into();
-    let wrong_key = im_gateway::auth::Minter::from_config(&other)
-        .unwrap()
-        .mint(5, None, 3600);
+    let wrong_key = im_gateway::auth::Minter::from_config(&other).unwrap().mint(5, None, 3600);
     for bad in ["not-a-jwt", wrong_key.as_str()] {
         let mut c = unauthed(&gw).await;
-        c.send(
-            Command::Auth,
-            1,
-            &proto::AuthRequest {
-                token: bad.into(),
-                platform: 1,
-                device_id: String::new(),
-            },
-        )
-        .await;
+        c.send(Command::Auth, 1, &proto::AuthRequest { token: bad.into(), platform: 1, device_id: String::new() })
+            .await;
         let (code, reason) = c.expect_close().await;
         assert_eq!(code, 4001, "{bad}: {reason}");
     }
@@ -95,12 +81,7 @@ async fn protocol_errors_close_4005() {
         let t = token(&gw, user, Some(1));
         async move { Client::login(addr, &t).await.0 }
     };
-    let header = |command: i32| proto::Header {
-        command,
-        version: 1,
-        client_id: "test".into(),
-        seq: 3,
-    };
+    let header = |command: i32| proto::Header { command, version: 1, client_id: "test".into(), seq: 3 };
 
     // A text frame. (Each case reassigns `c`, which drops the finished connection.)
     let mut c = login(11).await;
@@ -109,14 +90,12 @@ async fn protocol_errors_close_4005() {
 
     // A binary message that is not a Packet (0xff: field 31 with wire type 7).
     c = login(12).await;
-    c.send_raw(Message::binary(vec![0xff, 0xff, 0xff, 0xff]))
-        .await;
+    c.send_raw(Message::binary(vec![0xff, 0xff, 0xff, 0xff])).await;
     assert_eq!(c.expect_close().await.0, 4005, "garbage binary");
 
     // A packet without a header.
     c = login(13).await;
-    c.send_raw(Message::binary(proto::Packet::default().encode_to_vec()))
-        .await;
+    c.send_raw(Message::binary(proto::Packet::default().encode_to_vec())).await;
     assert_eq!(c.expect_close().await.0, 4005, "packet without header");
 
     // HEARTBEAT before AUTH.
@@ -126,11 +105,7 @@ async fn protocol_errors_close_4005() {
 
     // UPSTREAM before AUTH.
     c = unauthed(&gw).await;
-    let up = proto::UpstreamMsg {
-        receiver_id: 1,
-        content: "x".into(),
-        ..Default::default()
-    };
+    let up = proto::UpstreamMsg { receiver_id: 1, content: "x".into(), ..Default::default() };
     c.send(Command::Upstream, 1, &up).await;
     assert_eq!(c.expect_close().await.0, 4005, "UPSTREAM before AUTH");
 
@@ -142,10 +117,8 @@ async fn protocol_errors_close_4005() {
         ("unknown 99", 99),
     ] {
         let mut c = login(14).await;
-        let packet = proto::Packet {
-            header: Some(header(command)),
-            body: proto::PushMsg::default().encode_to_vec().into(),
-        };
+        let packet =
+            proto::Packet { header: Some(header(command)), body: proto::PushMsg::default().encode_to_vec().into() };
         c.send_raw(Message::binary(packet.encode_to_vec())).await;
         let (code, reason) = c.expect_close().await;
         assert_eq!(code, 4005, "{what}: {reason}");
@@ -153,10 +126,7 @@ async fn protocol_errors_close_4005() {
 
     // A body that does not decode as the command's message.
     c = login(15).await;
-    let packet = proto::Packet {
-        header: Some(header(Command::Upstream as i32)),
-        body: vec![0xff, 0xff].into(),
-    };
+    let packet = proto::Packet { header: Some(header(Command::Upstream as i32)), body: vec![0xff, 0xff].into() };
     c.send_raw(Message::binary(packet.encode_to_vec())).await;
     assert_eq!(c.expect_close().await.0, 4005, "bad UPSTREAM body");
     drop(c);
@@ -186,10 +156,7 @@ async fn silence_closes_4008() {
         cfg.connection.idle_timeout_s = 2;
     });
     let (mut c, r) = Client::login(gw.ws_addr(), &token(&gw, 31, Some(1))).await;
-    assert_eq!(
-        r.heartbeat_interval_s, 1,
-        "AuthResult announces the configured interval"
-    );
+    assert_eq!(r.heartbeat_interval_s, 1, "AuthResult announces the configured interval");
     let (code, reason) = c.expect_close().await;
     assert_eq!(code, 4008, "{reason}");
     drop(c);
@@ -216,11 +183,7 @@ async fn upstream_flood_gets_rate_limited_then_4004() {
     let p = c.recv().await;
     let h = p.header.as_ref().unwrap();
     assert_eq!((h.command, h.seq), (Command::Error as i32, 1));
-    assert_eq!(
-        proto::Error::decode(p.body).unwrap().code,
-        5,
-        "RECEIVER_OFFLINE"
-    );
+    assert_eq!(proto::Error::decode(p.body).unwrap().code, 5, "RECEIVER_OFFLINE");
     // The next ones are refused with RATE_LIMITED and their own seq, then the
     // connection is closed 4004.
     let mut limited = Vec::new();
@@ -236,15 +199,8 @@ async fn upstream_flood_gets_rate_limited_then_4004() {
             Err((code, _)) => break code,
         }
     };
-    assert!(
-        !limited.is_empty(),
-        "RATE_LIMITED errors come before the close"
-    );
-    assert_eq!(
-        limited,
-        (2..2 + limited.len() as i64).collect::<Vec<_>>(),
-        "each error carries its request's seq"
-    );
+    assert!(!limited.is_empty(), "RATE_LIMITED errors come before the close");
+    assert_eq!(limited, (2..2 + limited.len() as i64).collect::<Vec<_>>(), "each error carries its request's seq");
     assert_eq!(code, 4004);
     drop(c);
     gw.stop();

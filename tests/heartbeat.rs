@@ -23,9 +23,7 @@ async fn heartbeat_is_answered_with_the_same_seq() {
         assert_eq!((h.command, h.seq), (Command::Heartbeat as i32, seq));
     }
     // Also over the AUTH-packet path.
-    let Dial::Ok(mut d) = Client::dial(gw.ws_addr(), None).await else {
-        panic!("upgrade refused")
-    };
+    let Dial::Ok(mut d) = Client::dial(gw.ws_addr(), None).await else { panic!("upgrade refused") };
     d.auth(&token(&gw, 101, Some(1)), 1, 1).await;
     d.heartbeat(2).await;
     drop((c, d));
@@ -38,11 +36,8 @@ async fn ping_is_answered_with_pong() {
     let (mut c, _) = Client::login(gw.ws_addr(), &token(&gw, 102, Some(1))).await;
     for payload in [&b"hello"[..], b"", &[7u8; 125]] {
         c.send_raw(Message::Ping(payload.to_vec().into())).await;
-        let m = tokio::time::timeout(HANG, c.ws.next())
-            .await
-            .expect("no pong")
-            .expect("stream ended")
-            .expect("ws error");
+        let m =
+            tokio::time::timeout(HANG, c.ws.next()).await.expect("no pong").expect("stream ended").expect("ws error");
         match m {
             Message::Pong(p) => assert_eq!(&p[..], payload),
             other => panic!("expected a pong, got {other:?}"),

@@ -37,12 +37,7 @@ async fn push_reaches_every_device_of_the_user() {
     }
     // Pushes to one user arrive in the order they were sent.
     for i in 0..20 {
-        let (status, _) = post_json(
-            &gw,
-            "/v1/push",
-            &push_body(&[501], 1000 + i, &format!("n{i}")),
-        )
-        .await;
+        let (status, _) = post_json(&gw, "/v1/push", &push_body(&[501], 1000 + i, &format!("n{i}"))).await;
         assert_eq!(status, 200);
     }
     for c in [&mut phone, &mut desktop] {
@@ -61,12 +56,7 @@ async fn push_to_a_list_reaches_users_on_both_shards() {
     let (mut b, rb) = Client::login_on_shard(&gw, 602, Some(1), 1).await;
     assert_eq!((ra.shard, rb.shard), (0, 1));
     // 603 is offline: counted in `users`, not in `online_users`.
-    let (status, v) = post_json(
-        &gw,
-        "/v1/push",
-        &push_body(&[601, 602, 603], 88, "to all three"),
-    )
-    .await;
+    let (status, v) = post_json(&gw, "/v1/push", &push_body(&[601, 602, 603], 88, "to all three")).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["online_users"], 2, "{v}");
     assert_eq!(v["users"], 3, "{v}");
@@ -93,7 +83,8 @@ async fn broadcast_reaches_every_connection() {
     let (d, _) = Client::login(gw.ws_addr(), &token(&gw, 703, Some(2))).await;
     let mut clients = [a, b, c, d];
     wait_online(&gw, 703, 2).await;
-    let body = serde_json::json!({ "msg": { "msg_id": 5, "sender_id": 9, "type": 1, "content": "maintenance at noon" } });
+    let body =
+        serde_json::json!({ "msg": { "msg_id": 5, "sender_id": 9, "type": 1, "content": "maintenance at noon" } });
     let (status, v) = post_json(&gw, "/v1/broadcast", &body.to_string()).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["online_users"], 3, "{v}");

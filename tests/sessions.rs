@@ -20,12 +20,8 @@ async fn login_fresh_on_shard(gw: &Gateway, user: i64, platform: i32, shard: u32
 async fn online_platforms(gw: &Gateway, user: i64) -> Vec<i64> {
     let (status, v) = get_json(gw, &format!("/v1/online?user_ids={user}")).await;
     assert_eq!(status, 200, "{v}");
-    let mut p: Vec<i64> = v["users"][0]["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["platform"].as_i64().unwrap())
-        .collect();
+    let mut p: Vec<i64> =
+        v["users"][0]["sessions"].as_array().unwrap().iter().map(|s| s["platform"].as_i64().unwrap()).collect();
     p.sort_unstable();
     p
 }
@@ -107,12 +103,7 @@ async fn admin_kick_by_platform_and_by_user() {
     let mut phone = login_fresh_on_shard(&gw, 906, 1, 0).await;
     let mut desktop = login_fresh_on_shard(&gw, 906, 2, 1).await;
 
-    let (status, v) = post_json(
-        &gw,
-        "/v1/kick",
-        r#"{"user_id":906,"platform":1,"reason":"password changed"}"#,
-    )
-    .await;
+    let (status, v) = post_json(&gw, "/v1/kick", r#"{"user_id":906,"platform":1,"reason":"password changed"}"#).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["kicked"], 1, "{v}");
     assert_eq!(phone.kicked().await, "password changed");
@@ -149,8 +140,7 @@ async fn racing_logins_leave_exactly_one_session() {
     for round in 0..60i64 {
         let user = 10_000 + round;
         let t = token(&gw, user, Some(1));
-        let ((mut c1, r1), (mut c2, r2)) =
-            tokio::join!(Client::login(addr, &t), Client::login(addr, &t));
+        let ((mut c1, r1), (mut c2, r2)) = tokio::join!(Client::login(addr, &t), Client::login(addr, &t));
         if r1.shard == r2.shard {
             same_shard += 1;
         } else {
@@ -159,22 +149,13 @@ async fn racing_logins_leave_exactly_one_session() {
         // Both logins have registered (each AuthResult is sent after registering): the
         // directory holds exactly one of them.
         let (_, v) = get_json(&gw, &format!("/v1/online?user_ids={user}")).await;
-        let sessions = v["users"][0]["sessions"]
-            .as_array()
-            .expect("sessions")
-            .clone();
+        let sessions = v["users"][0]["sessions"].as_array().expect("sessions").clone();
         assert_eq!(sessions.len(), 1, "round {round}: {v}");
-        let survivor = sessions[0]["session_id"]
-            .as_str()
-            .expect("session_id")
-            .to_string();
+        let survivor = sessions[0]["session_id"].as_str().expect("session_id").to_string();
         let (winner, loser) = if survivor == r1.session_id {
             (&mut c1, &mut c2)
         } else {
-            assert_eq!(
-                survivor, r2.session_id,
-                "round {round}: listed session is one of ours"
-            );
+            assert_eq!(survivor, r2.session_id, "round {round}: listed session is one of ours");
             (&mut c2, &mut c1)
         };
         loser.kicked().await;
@@ -182,9 +163,6 @@ async fn racing_logins_leave_exactly_one_session() {
         wait_online(&gw, user, 1).await;
         drop((c1, c2));
     }
-    assert!(
-        cross_shard > 0,
-        "no cross-shard race in 60 rounds ({same_shard} same-shard)"
-    );
+    assert!(cross_shard > 0, "no cross-shard race in 60 rounds ({same_shard} same-shard)");
     gw.stop();
 }

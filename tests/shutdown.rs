@@ -12,9 +12,7 @@ async fn drain_closes_everyone_with_1001_and_refuses_newcomers() {
     let gw = start(|cfg| cfg.server.drain_window_ms = 3000);
     let (a, _) = Client::login_on_shard(&gw, 1, Some(1), 0).await;
     let (b, _) = Client::login_on_shard(&gw, 2, Some(1), 1).await;
-    let Dial::Ok(unauthed) = Client::dial(gw.ws_addr(), None).await else {
-        panic!("upgrade without token refused")
-    };
+    let Dial::Ok(unauthed) = Client::dial(gw.ws_addr(), None).await else { panic!("upgrade without token refused") };
     let mut clients = [a, b, unauthed];
     wait_connections(&gw, 3).await;
 
@@ -27,19 +25,13 @@ async fn drain_closes_everyone_with_1001_and_refuses_newcomers() {
         let (code, reason) = c.closed().await;
         assert_eq!(code, 1001, "{reason}");
         let retry = retry_after_ms(&reason);
-        assert!(
-            retry <= 3000,
-            "retry_after_ms={retry} outside the drain window"
-        );
+        assert!(retry <= 3000, "retry_after_ms={retry} outside the drain window");
     }
 
     // A newcomer is refused: 503 with Retry-After while the shard still answers, or no
     // connection at all once its listener is closed.
     let url = format!("ws://{}/ws?token={}", gw.ws_addr(), token(&gw, 3, Some(1)));
-    match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("dial hung")
-    {
+    match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url)).await.expect("dial hung") {
         Ok(_) => panic!("upgraded during drain"),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status().as_u16(), 503);
@@ -62,11 +54,7 @@ async fn sigterm_drains_and_exits_successfully() {
     let admin = format!("127.0.0.1:{admin_port}");
     let mut cmd = binary(&["--listen", &ws, "--admin", &admin, "--shards", "2"]);
     cmd.env("IMGW_SERVER_DRAIN_WINDOW_MS", "1000");
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn im-gateway");
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn im-gateway");
     let pid = child.id() as libc::pid_t;
     let kill_guard = KillOnDrop(pid);
 
@@ -74,10 +62,7 @@ async fn sigterm_drains_and_exits_successfully() {
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });

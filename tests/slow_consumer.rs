@@ -19,18 +19,11 @@ async fn login_small_window(gw: &im_gateway::Gateway, user: i64) -> (Client, pro
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(gw.ws_addr()).await.unwrap();
-    let url = format!(
-        "ws://{}/ws?token={}",
-        gw.ws_addr(),
-        token(gw, user, Some(1))
-    );
-    let (ws, _) = tokio::time::timeout(
-        HANG,
-        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
-    )
-    .await
-    .expect("upgrade hung")
-    .expect("upgrade");
+    let url = format!("ws://{}/ws?token={}", gw.ws_addr(), token(gw, user, Some(1)));
+    let (ws, _) = tokio::time::timeout(HANG, tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)))
+        .await
+        .expect("upgrade hung")
+        .expect("upgrade");
     let mut c = Client { ws };
     let p = c.recv().await;
     assert_eq!(p.header.as_ref().unwrap().command, Command::Auth as i32);
@@ -77,21 +70,14 @@ async fn slow_client_is_cut_with_4009_and_others_lose_nothing() {
         match slow.recv_or_close().await {
             Ok(p) => {
                 assert_eq!(p.header.as_ref().unwrap().command, Command::Push as i32);
-                assert_eq!(
-                    proto::PushMsg::decode(p.body).unwrap().msg_id,
-                    got,
-                    "in order, no gaps"
-                );
+                assert_eq!(proto::PushMsg::decode(p.body).unwrap().msg_id, got, "in order, no gaps");
                 got += 1;
             }
             Err(c) => break c,
         }
     };
     assert_eq!(code, 4009, "{reason}");
-    assert!(
-        got < PUSHES,
-        "the slow client cannot have received everything"
-    );
+    assert!(got < PUSHES, "the slow client cannot have received everything");
 
     // The healthy ones are unaffected.
     same.heartbeat(1).await;

@@ -9,13 +9,7 @@ use im_gateway::proto::{self, Command, UpstreamMsg};
 use prost::Message as _;
 
 fn msg(receiver_id: i64, content: &str) -> UpstreamMsg {
-    UpstreamMsg {
-        receiver_id,
-        group_id: 0,
-        r#type: 1,
-        content: content.into(),
-        client_msg_id: "c-1".into(),
-    }
+    UpstreamMsg { receiver_id, group_id: 0, r#type: 1, content: content.into(), client_msg_id: "c-1".into() }
 }
 
 /// Sends UPSTREAM with `seq` and returns the bus id of the UPSTREAM reply.
@@ -54,10 +48,7 @@ async fn upstream_is_delivered_across_shards() {
     let back = send_ok(&mut b, 10, &msg(801, "hi A")).await;
     assert!(!back.is_empty() && back != bus_id, "{back} vs {bus_id}");
     let q = a.push().await;
-    assert_eq!(
-        (q.sender_id, q.receiver_id, q.content.as_str()),
-        (802, 801, "hi A")
-    );
+    assert_eq!((q.sender_id, q.receiver_id, q.content.as_str()), (802, 801, "hi A"));
     assert_ne!(q.msg_id, p.msg_id);
     drop((a, b));
     gw.stop();
@@ -83,21 +74,9 @@ async fn upstream_is_delivered_on_the_same_shard_and_to_every_device() {
 async fn offline_or_missing_receiver_is_an_error_with_the_seq() {
     let gw = start(|_| {});
     let (mut a, _) = Client::login(gw.ws_addr(), &token(&gw, 821, Some(1))).await;
-    assert_eq!(
-        send_err(&mut a, 11, &msg(822, "anyone?")).await,
-        5,
-        "RECEIVER_OFFLINE"
-    );
-    assert_eq!(
-        send_err(&mut a, 12, &msg(0, "to whom?")).await,
-        1,
-        "BAD_REQUEST"
-    );
-    assert_eq!(
-        send_err(&mut a, 13, &msg(-3, "to whom?")).await,
-        1,
-        "BAD_REQUEST"
-    );
+    assert_eq!(send_err(&mut a, 11, &msg(822, "anyone?")).await, 5, "RECEIVER_OFFLINE");
+    assert_eq!(send_err(&mut a, 12, &msg(0, "to whom?")).await, 1, "BAD_REQUEST");
+    assert_eq!(send_err(&mut a, 13, &msg(-3, "to whom?")).await, 1, "BAD_REQUEST");
     // Errors do not end the session.
     a.heartbeat(14).await;
     // Once the receiver is online the same request goes through.

@@ -79,13 +79,10 @@ pub fn bind_reuseport(
         probe_free(addr)?;
     }
     let mut bound = addr;
-    let mut group = Listeners {
-        local_addr: addr,
-        fds: Vec::new(),
-    };
+    let mut group = Listeners { local_addr: addr, fds: Vec::new() };
     for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))
-            .map_err(io("socket", bound))?;
+        let socket =
+            Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(io("socket", bound))?;
         socket.set_reuse_address(true).map_err(io("SO_REUSEADDR", bound))?;
         socket.set_reuse_port(true).map_err(io("SO_REUSEPORT", bound))?;
         socket.set_nonblocking(true).map_err(io("O_NONBLOCK", bound))?;
@@ -99,11 +96,7 @@ pub fn bind_reuseport(
         })?;
         socket.listen(backlog).map_err(io("listen", bound))?;
         if bound.port() == 0 {
-            bound = socket
-                .local_addr()
-                .map_err(io("getsockname", bound))?
-                .as_socket()
-                .unwrap_or(bound);
+            bound = socket.local_addr().map_err(io("getsockname", bound))?.as_socket().unwrap_or(bound);
         }
         // Pushed at once so that a later failure closes it in `Drop`.
         group.fds.push(Some(socket.into_raw_fd()));
@@ -119,9 +112,7 @@ fn probe_free(addr: SocketAddr) -> Result<(), ListenError> {
         .map_err(|source| ListenError::Io { step: "socket", addr, source })?;
     // SO_REUSEADDR lets us ignore TIME_WAIT leftovers of a previous run, but not a
     // live listener.
-    socket
-        .set_reuse_address(true)
-        .map_err(|source| ListenError::Io { step: "SO_REUSEADDR", addr, source })?;
+    socket.set_reuse_address(true).map_err(|source| ListenError::Io { step: "SO_REUSEADDR", addr, source })?;
     match socket.bind(&addr.into()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(ListenError::InUse { addr }),

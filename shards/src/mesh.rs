@@ -32,9 +32,7 @@ pub struct MeshSender<T> {
 
 impl<T> Clone for MeshSender<T> {
     fn clone(&self) -> Self {
-        Self {
-            inboxes: self.inboxes.clone(),
-        }
+        Self { inboxes: self.inboxes.clone() }
     }
 }
 
@@ -60,10 +58,7 @@ impl<T> MeshSender<T> {
         let Some(inbox) = self.inboxes.get(shard) else {
             return Err(SendError::Closed(msg));
         };
-        inbox
-            .send_async(msg)
-            .await
-            .map_err(|e| SendError::Closed(e.into_inner()))
+        inbox.send_async(msg).await.map_err(|e| SendError::Closed(e.into_inner()))
     }
 
     /// Sends from a plain thread, blocking until there is room.
@@ -93,10 +88,7 @@ impl<T> Mesh<T> {
     /// One inbox of `capacity` messages for each of `shards` shards.
     pub fn new(shards: usize, capacity: usize) -> Self {
         let (inboxes, receivers) = (0..shards).map(|_| flume::bounded(capacity.max(1))).unzip();
-        Self {
-            sender: MeshSender { inboxes },
-            receivers,
-        }
+        Self { sender: MeshSender { inboxes }, receivers }
     }
 }
 

@@ -58,11 +58,7 @@ impl<T: Send + 'static> Pool<T> {
         let mut handles = Vec::with_capacity(config.shards);
         let mut started = Vec::with_capacity(config.shards);
         for shard in 0..config.shards {
-            let placement = if config.pin {
-                Placement::Fixed(shard % cores)
-            } else {
-                Placement::Unbound
-            };
+            let placement = if config.pin { Placement::Fixed(shard % cores) } else { Placement::Unbound };
             let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<()>(1);
             let make = make.clone();
             let handle = LocalExecutorBuilder::new(placement)
@@ -73,10 +69,7 @@ impl<T: Send + 'static> Pool<T> {
                     drop(ready_tx);
                     make(shard)
                 })
-                .map_err(|e| PoolError::Spawn {
-                    shard,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| PoolError::Spawn { shard, reason: e.to_string() })?;
             handles.push(handle);
             started.push(ready_rx);
         }
@@ -105,10 +98,7 @@ impl<T: Send + 'static> Pool<T> {
 
     /// Waits for every executor to finish; one entry per shard.
     pub fn join(self) -> Vec<Result<T, String>> {
-        self.handles
-            .into_iter()
-            .map(|h| h.join().map_err(|e| e.to_string()))
-            .collect()
+        self.handles.into_iter().map(|h| h.join().map_err(|e| e.to_string())).collect()
     }
 }
 
@@ -118,12 +108,7 @@ mod tests {
 
     #[test]
     fn runs_one_future_per_shard_and_returns_results_in_order() {
-        let config = PoolConfig {
-            shards: 2,
-            io_memory: 64 << 10,
-            pin: false,
-            name: "pool-test".into(),
-        };
+        let config = PoolConfig { shards: 2, io_memory: 64 << 10, pin: false, name: "pool-test".into() };
         let pool = Pool::start(&config, |shard| async move { shard * 10 }).unwrap();
         let out: Vec<usize> = pool.join().into_iter().map(Result::unwrap).collect();
         assert_eq!(out, vec![0, 10]);

@@ -20,11 +20,7 @@ pub fn parse(body: &[u8]) -> Result<AuthRequest, CloseReason> {
 /// Verifies the token; a bad one closes with 4001.
 pub fn apply(ctx: &Ctx<'_>, req: AuthRequest) -> Result<(), CloseReason> {
     if ctx.conn.is_authed() {
-        ctx.conn.reply(packet::error(
-            ctx.seq,
-            error_code::ALREADY_AUTHENTICATED,
-            "already authenticated",
-        ));
+        ctx.conn.reply(packet::error(ctx.seq, error_code::ALREADY_AUTHENTICATED, "already authenticated"));
         return Ok(());
     }
     let identity = ctx.shard.node.verifier.verify(&req.token).map_err(|e| {

@@ -28,16 +28,10 @@ pub struct Ctx<'a> {
 /// Decodes one binary message as a `Packet` and applies it.
 pub fn dispatch(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, payload: &[u8]) -> Result<(), CloseReason> {
     let packet = Packet::decode(payload).map_err(|_| CloseReason::Protocol("packet does not decode".into()))?;
-    let header = packet
-        .header
-        .ok_or_else(|| CloseReason::Protocol("packet without header".into()))?;
+    let header = packet.header.ok_or_else(|| CloseReason::Protocol("packet without header".into()))?;
     let command = Command::try_from(header.command)
         .map_err(|_| CloseReason::Protocol(format!("unknown command {}", header.command)))?;
-    let ctx = Ctx {
-        shard,
-        conn,
-        seq: header.seq,
-    };
+    let ctx = Ctx { shard, conn, seq: header.seq };
     if !conn.is_authed() && command != Command::Auth {
         return Err(CloseReason::Protocol(format!("{} before AUTH", command.as_str_name())));
     }
@@ -47,9 +41,9 @@ pub fn dispatch(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, payload: &[u8]) -> Res
         Command::Heartbeat => heartbeat::apply(&ctx),
         Command::Ack => ack::apply(&ctx, ack::parse(body)?),
         Command::Upstream => upstream::apply(&ctx, upstream::parse(body)?),
-        Command::Push | Command::Kick | Command::Error | Command::Unspecified => Err(CloseReason::Protocol(
-            format!("{} is not a client command", command.as_str_name()),
-        )),
+        Command::Push | Command::Kick | Command::Error | Command::Unspecified => {
+            Err(CloseReason::Protocol(format!("{} is not a client command", command.as_str_name())))
+        }
     }
 }
 

@@ -55,9 +55,7 @@ pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
         ));
         return Ok(());
     }
-    let result = UpstreamResult {
-        bus_id: format!("local-{msg_id}"),
-    };
+    let result = UpstreamResult { bus_id: format!("local-{msg_id}") };
     ctx.conn.reply(packet::frame(Command::Upstream, ctx.seq, &result));
     Ok(())
 }

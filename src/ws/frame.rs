@@ -148,14 +148,7 @@ pub fn header_len(len: usize) -> usize {
 }
 
 fn put_header(out: &mut BytesMut, opcode: OpCode, len: usize) {
-    let header = FrameHeader {
-        is_final: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode,
-        mask: None,
-    };
+    let header = FrameHeader { is_final: true, rsv1: false, rsv2: false, rsv3: false, opcode, mask: None };
     let mut w = out.writer();
     // Writing into a BytesMut cannot fail.
     header.format(len as u64, &mut w).expect("format into memory");

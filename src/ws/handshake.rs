@@ -44,9 +44,7 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<(Upgrade, usize)>, Reject>
     let mut req = httparse::Request::new(&mut headers);
     let consumed = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= max => {
-            return Err(Reject::new(431, "request header too large"))
-        }
+        Ok(httparse::Status::Partial) if buf.len() >= max => return Err(Reject::new(431, "request header too large")),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Reject::new(431, "too many headers")),
         Err(_) => return Err(Reject::new(400, "malformed HTTP request")),
@@ -82,12 +80,7 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<(Upgrade, usize)>, Reject>
         Some(k) if !k.is_empty() && k.len() <= 64 => k.to_string(),
         _ => return Err(Reject::new(400, "missing Sec-WebSocket-Key")),
     };
-    let mut upgrade = Upgrade {
-        key,
-        token: None,
-        platform: None,
-        device_id: None,
-    };
+    let mut upgrade = Upgrade { key, token: None, platform: None, device_id: None };
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -164,12 +157,18 @@ mod tests {
 
     #[test]
     fn bearer_header_and_rejections() {
-        let with_bearer = GOOD.replace("token=abc&", "").replace("Host: x\r\n", "Host: x\r\nAuthorization: Bearer xyz\r\n");
+        let with_bearer =
+            GOOD.replace("token=abc&", "").replace("Host: x\r\n", "Host: x\r\nAuthorization: Bearer xyz\r\n");
         assert_eq!(parse(with_bearer.as_bytes(), 8192).unwrap().unwrap().0.token.as_deref(), Some("xyz"));
         assert_eq!(parse(GOOD.replace("/ws?", "/nope?").as_bytes(), 8192).unwrap_err().status, 404);
         assert_eq!(parse(GOOD.replace("Upgrade: websocket\r\n", "").as_bytes(), 8192).unwrap_err().status, 426);
         assert_eq!(parse(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 8192).unwrap_err().status, 400);
         assert_eq!(parse(&[b'G'; 300], 256).unwrap_err().status, 431);
-        assert_eq!(parse(b"GET /ws HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 40).unwrap_err().status, 431);
+        assert_eq!(
+            parse(b"GET /ws HTTP/1.1\r\nHost: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 40)
+                .unwrap_err()
+                .status,
+            431
+        );
     }
 }

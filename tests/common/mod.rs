@@ -44,9 +44,7 @@ pub fn start(f: impl FnOnce(&mut Config)) -> Gateway {
 
 /// A token for `user` signed with the gateway's key.
 pub fn token(gw: &Gateway, user: i64, platform: Option<i32>) -> String {
-    im_gateway::auth::Minter::from_config(&gw.node().config.auth)
-        .unwrap()
-        .mint(user, platform, 3600)
+    im_gateway::auth::Minter::from_config(&gw.node().config.auth).unwrap().mint(user, platform, 3600)
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -54,12 +52,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Encodes a client packet.
 pub fn packet(command: Command, seq: i64, body: &impl prost::Message) -> Vec<u8> {
     Packet {
-        header: Some(Header {
-            command: command as i32,
-            version: 1,
-            client_id: "test".into(),
-            seq,
-        }),
+        header: Some(Header { command: command as i32, version: 1, client_id: "test".into(), seq }),
         body: body.encode_to_vec().into(),
     }
     .encode_to_vec()
@@ -97,22 +90,12 @@ impl Client {
     /// Connects to any URL.
     pub async fn dial_url(url: &str) -> Dial {
         use tokio_tungstenite::tungstenite::Error;
-        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("dial hung")
-        {
+        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url)).await.expect("dial hung") {
             Ok((ws, _)) => Dial::Ok(Client { ws }),
             Err(Error::Http(resp)) => Dial::Refused {
                 status: resp.status().as_u16(),
-                retry_after: resp
-                    .headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_string()),
-                body: resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).to_string())
-                    .unwrap_or_default(),
+                retry_after: resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()),
+                body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default(),
             },
             Err(e) => panic!("dial {url}: {e}"),
         }
@@ -120,15 +103,9 @@ impl Client {
 
     /// Connects with a token and returns the client and its AuthResult.
     pub async fn login(addr: SocketAddr, token: &str) -> (Client, proto::AuthResult) {
-        let Dial::Ok(mut c) = Self::dial(addr, Some(token)).await else {
-            panic!("login refused")
-        };
+        let Dial::Ok(mut c) = Self::dial(addr, Some(token)).await else { panic!("login refused") };
         let p = c.recv().await;
-        assert_eq!(
-            p.header.as_ref().unwrap().command,
-            Command::Auth as i32,
-            "first frame is AUTH"
-        );
+        assert_eq!(p.header.as_ref().unwrap().command, Command::Auth as i32, "first frame is AUTH");
         assert_eq!(p.header.as_ref().unwrap().seq, 0);
         let r = proto::AuthResult::decode(p.body).unwrap();
         (c, r)
@@ -157,10 +134,7 @@ impl Client {
 
     /// Sends a packet.
     pub async fn send(&mut self, command: Command, seq: i64, body: &impl prost::Message) {
-        self.ws
-            .send(Message::binary(packet(command, seq, body)))
-            .await
-            .unwrap();
+        self.ws.send(Message::binary(packet(command, seq, body))).await.unwrap();
     }
 
     /// Sends a raw message.
@@ -187,19 +161,11 @@ impl Client {
     /// Next packet, or the close that came instead.
     pub async fn recv_or_close(&mut self) -> Result<Packet, (u16, String)> {
         loop {
-            let m = tokio::time::timeout(HANG, self.ws.next())
-                .await
-                .expect("no frame within the hang guard");
+            let m = tokio::time::timeout(HANG, self.ws.next()).await.expect("no frame within the hang guard");
             match m {
-                Some(Ok(Message::Binary(b))) => {
-                    return Ok(Packet::decode(b).expect("server packet decodes"))
-                }
-                Some(Ok(Message::Close(Some(f)))) => {
-                    return Err((u16::from(f.code), f.reason.to_string()))
-                }
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
-                    return Err((0, String::new()))
-                }
+                Some(Ok(Message::Binary(b))) => return Ok(Packet::decode(b).expect("server packet decodes")),
+                Some(Ok(Message::Close(Some(f)))) => return Err((u16::from(f.code), f.reason.to_string())),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Err((0, String::new())),
                 Some(Ok(_)) => continue,
             }
         }
@@ -219,11 +185,7 @@ impl Client {
     /// Next PUSH body.
     pub async fn push(&mut self) -> proto::PushMsg {
         let p = self.recv().await;
-        assert_eq!(
-            p.header.as_ref().unwrap().command,
-            Command::Push as i32,
-            "{p:?}"
-        );
+        assert_eq!(p.header.as_ref().unwrap().command, Command::Push as i32, "{p:?}");
         proto::PushMsg::decode(p.body).unwrap()
     }
 
@@ -238,11 +200,7 @@ impl Client {
     /// Authenticates an upgraded connection with an AUTH packet and returns the
     /// AuthResult, which must answer with the same `seq`.
     pub async fn auth(&mut self, token: &str, platform: i32, seq: i64) -> proto::AuthResult {
-        let req = proto::AuthRequest {
-            token: token.into(),
-            platform,
-            device_id: "test-device".into(),
-        };
+        let req = proto::AuthRequest { token: token.into(), platform, device_id: "test-device".into() };
         self.send(Command::Auth, seq, &req).await;
         let p = self.recv().await;
         let h = p.header.as_ref().unwrap();
@@ -256,25 +214,14 @@ impl Client {
         self.send(Command::Heartbeat, seq, &()).await;
         let p = self.recv().await;
         let h = p.header.unwrap();
-        assert_eq!(
-            h.command,
-            Command::Heartbeat as i32,
-            "answer to HEARTBEAT {seq}"
-        );
+        assert_eq!(h.command, Command::Heartbeat as i32, "answer to HEARTBEAT {seq}");
         assert_eq!(h.seq, seq);
     }
 
     /// Expects a KICK packet then close 4003; returns the kick reason.
     pub async fn kicked(&mut self) -> String {
-        let p = self
-            .recv_or_close()
-            .await
-            .expect("a KICK packet before the close");
-        assert_eq!(
-            p.header.as_ref().unwrap().command,
-            Command::Kick as i32,
-            "{p:?}"
-        );
+        let p = self.recv_or_close().await.expect("a KICK packet before the close");
+        assert_eq!(p.header.as_ref().unwrap().command, Command::Kick as i32, "{p:?}");
         let kick = proto::Kick::decode(p.body).unwrap();
         let (code, _) = self.expect_close().await;
         assert_eq!(code, 4003, "KICK is followed by close 4003");
@@ -307,10 +254,7 @@ pub async fn wait_connections(gw: &Gateway, n: u64) -> Vec<u64> {
         if per_shard.iter().sum::<u64>() == n {
             return per_shard;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never {n} connections (have {per_shard:?})"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "never {n} connections (have {per_shard:?})");
         tokio::task::yield_now().await;
     }
 }
@@ -323,9 +267,7 @@ pub async fn open_on_shard(gw: &Gateway, shard: usize) -> Client {
     for _ in 0..500 {
         let before = shard_connections(gw).await;
         let total: u64 = before.iter().sum();
-        let Dial::Ok(c) = Client::dial(gw.ws_addr(), None).await else {
-            panic!("upgrade without token refused")
-        };
+        let Dial::Ok(c) = Client::dial(gw.ws_addr(), None).await else { panic!("upgrade without token refused") };
         let after = wait_connections(gw, total + 1).await;
         if after[shard] == before[shard] + 1 {
             return c;
@@ -338,11 +280,7 @@ pub async fn open_on_shard(gw: &Gateway, shard: usize) -> Client {
 
 /// A port that was free a moment ago (bind 127.0.0.1:0 and let go).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Close code as a number.
@@ -360,48 +298,30 @@ pub async fn http(
 ) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(HANG, s.read_to_end(&mut out))
-        .await
-        .expect("admin hung")
-        .unwrap();
+    tokio::time::timeout(HANG, s.read_to_end(&mut out)).await.expect("admin hung").unwrap();
     let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
 /// Admin GET returning JSON.
 pub async fn get_json(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
     let (status, body) = http(gw.admin_addr(), "GET", path, None, None).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 /// Admin POST of JSON.
 pub async fn post_json(gw: &Gateway, path: &str, body: &str) -> (u16, serde_json::Value) {
     let (status, body) = http(gw.admin_addr(), "POST", path, Some(body), None).await;
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 /// Waits until `/v1/online` shows `user` with `n` sessions (events reach the directory
@@ -414,10 +334,7 @@ pub async fn wait_online(gw: &Gateway, user: i64, n: usize) {
         if got == n {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "user {user} never had {n} sessions (has {got})"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "user {user} never had {n} sessions (has {got})");
         tokio::task::yield_now().await;
     }
 }
@@ -438,17 +355,9 @@ pub fn binary(args: &[&str]) -> std::process::Command {
 /// and the test fails) and returns its output.
 pub async fn run_to_end(mut cmd: std::process::Command) -> std::process::Output {
     use std::process::Stdio;
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn im-gateway");
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn im-gateway");
     let pid = child.id() as libc::pid_t;
-    let waited = tokio::time::timeout(
-        HANG,
-        tokio::task::spawn_blocking(move || child.wait_with_output()),
-    )
-    .await;
+    let waited = tokio::time::timeout(HANG, tokio::task::spawn_blocking(move || child.wait_with_output())).await;
     match waited {
         Ok(out) => out.unwrap().unwrap(),
         Err(_) => {
@@ -462,18 +371,12 @@ pub async fn run_to_end(mut cmd: std::process::Command) -> std::process::Output 
 /// Mints a token with the built-in default key (what the binary uses with the shipped
 /// config).
 pub fn default_token(user: i64, platform: Option<i32>) -> String {
-    im_gateway::auth::Minter::from_config(&Config::default().auth)
-        .unwrap()
-        .mint(user, platform, 3600)
+    im_gateway::auth::Minter::from_config(&Config::default().auth).unwrap().mint(user, platform, 3600)
 }
 
 /// Parses the `retry_after_ms=N` of a 1001 close reason.
 pub fn retry_after_ms(reason: &str) -> u64 {
-    let (_, rest) = reason
-        .split_once("retry_after_ms=")
-        .unwrap_or_else(|| panic!("no retry_after_ms in {reason:?}"));
+    let (_, rest) = reason.split_once("retry_after_ms=").unwrap_or_else(|| panic!("no retry_after_ms in {reason:?}"));
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number after retry_after_ms= in {reason:?}"))
+    digits.parse().unwrap_or_else(|_| panic!("no number after retry_after_ms= in {reason:?}"))
 }
