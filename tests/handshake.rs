@@ -90,3 +90,16 @@ async fn other_paths_are_404_and_garbage_is_400() {
     drop(c);
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_never_completes_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(|c| c.server.handshake_timeout_ms = 200);
+    let mut s = tokio::net::TcpStream::connect(gw.ws_addr()).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(HANG, s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    gw.stop();
+}
