@@ -245,15 +245,12 @@ fn online(node: &Arc<Node>, query: &str) -> Reply {
 
 /// Asks every shard for its figures (merge on read).
 pub async fn gather_stats(node: &Arc<Node>) -> Vec<ShardStats> {
-    shards::gather(&node.router.mesh, |_, reply| {
-        // The reply sender is typed (shard, stats); adapt it.
-        ShardMsg::Stats { reply }
-    })
-    .await
-    .into_iter()
-    .enumerate()
-    .map(|(i, s)| s.unwrap_or(ShardStats { shard: i, ..Default::default() }))
-    .collect()
+    shards::gather(&node.router.mesh, |_, reply| ShardMsg::Stats { reply })
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.unwrap_or(ShardStats { shard: i, ..Default::default() }))
+        .collect()
 }
 
 fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {

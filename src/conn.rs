@@ -11,6 +11,7 @@
 //! room to write queued frames, and its [`ConnHandle`] being poked (a push, a kick, a
 //! deadline from the shard's ticker).
 
+use crate::auth::Identity;
 use crate::close::CloseReason;
 use crate::cmd;
 use crate::metrics;
@@ -34,7 +35,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let Some(upgraded) = upgrade(&shard, &mut stream).await else {
         return;
     };
-    let (upgrade, admission, leftover) = upgraded;
+    let (upgrade, identity, admission, leftover) = upgraded;
     let conn = Rc::new(ConnHandle::new(shard.next_conn_id(), shard.now_ms()));
     let span = info_span!(
         "conn",
@@ -52,12 +53,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         half_closed: false,
         _admission: admission,
     };
-    connection.start(upgrade).instrument(span).await;
+    connection.start(upgrade, identity).instrument(span).await;
 }
 
 /// Reads and answers the HTTP upgrade. Returns `None` when the request was refused (the
 /// answer is written) or the client vanished.
-async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, Admission, Vec<u8>)> {
+/// The identity is `Some` when a valid token came with the upgrade (verified once,
+/// here).
+async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, Option<Identity>, Admission, Vec<u8>)> {
     let cfg = shard.config();
     let timeout = Duration::from_millis(cfg.server.handshake_timeout_ms);
     let max = cfg.server.max_handshake_bytes;
@@ -85,18 +88,20 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, 
         return None;
     };
     // A token at the upgrade is checked before we switch protocols: a bad one is 401.
-    if let Some(token) = &upgrade.token {
-        if let Err(e) = node.verifier.verify(token) {
+    let identity = match upgrade.token.as_deref().map(|t| node.verifier.verify(t)) {
+        None => None,
+        Some(Ok(identity)) => Some(identity),
+        Some(Err(e)) => {
             metrics::inc(&shard.metrics.auth_failures);
             refuse(shard, stream, 401, &e.to_string(), None).await;
             return None;
         }
-    }
+    };
     if stream.write_all(&handshake::accept_response(&upgrade.key)).await.is_err() {
         return None;
     }
     metrics::inc(&shard.metrics.handshakes);
-    Some((upgrade, admission, leftover))
+    Some((upgrade, identity, admission, leftover))
 }
 
 /// Reads until the request is complete. `Ok(None)`: the peer closed first.
@@ -154,16 +159,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn start(&mut self, upgrade: Upgrade) {
+    async fn start(&mut self, upgrade: Upgrade, identity: Option<Identity>) {
         let shard = self.shard.clone();
         shard.sessions.borrow_mut().insert(self.conn.clone());
         metrics::inc(&shard.metrics.connections);
-        if let Some(token) = &upgrade.token {
-            // Verified before the upgrade; verify again only to get the identity.
-            if let Ok(identity) = shard.node.verifier.verify(token) {
-                let platform = identity.platform.or(upgrade.platform).unwrap_or(0);
-                cmd::auth::establish(&shard, &self.conn, identity, platform, 0);
-            }
+        if let Some(identity) = identity {
+            let platform = identity.platform.or(upgrade.platform).unwrap_or(0);
+            cmd::auth::establish(&shard, &self.conn, identity, platform, 0);
         }
         if !self.inbuf.is_empty() {
             let mut early = std::mem::take(&mut self.inbuf);
