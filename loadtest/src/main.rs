@@ -1,25 +1,38 @@
 //! `loadtest`: the connection-storm load tester for im-gateway.
 //!
 //! Speaks the gateway's real protocol (WebSocket + protobuf packets, tokens minted with
-//! the configured key; there is no auth shortcut). Subcommands:
-//! - `hold`: open N authenticated connections at a target rate over many 127.0.0.x
-//!   source addresses, keep them idle with heartbeats for a duration, and sample the
-//!   gateway's RSS from /proc before and after: the per-connection memory figure.
-//! - `storm`, `push`, `fanout`, `reconnect-storm`, `floor`: the benchmark suite, tracked
-//!   by the load-test issue; they exit with an error saying so until they land.
+//! the configured key; there is no auth shortcut). Subcommands, each printing a table,
+//! or with `--json` one JSON report:
+//! - `storm`: open N authenticated connections at a target rate; achieved rate,
+//!   connect / upgrade / AUTH latency, failures by cause.
+//! - `hold`: the same, then keep them idle with heartbeats while the gateway's RSS and
+//!   CPU are sampled: the per-connection memory figure.
+//! - `push`: pushes through the admin API, saturated and then open-loop at a fixed
+//!   rate; latency from `server_ts_us` to receipt per shard; sent, received, lost.
+//! - `fanout`: one broadcast and one push to the list of all users; time to the last
+//!   receipt.
+//! - `reconnect-storm`: drop everyone at once (SIGTERM drain or SIGKILL) and bring them
+//!   back honouring `retry_after_ms`.
+//! - `floor`: the machine's own TCP accept and push floors, with no gateway.
+//! - `report`: folds a `scripts/bench.sh` run into `report.json`.
+//!
+//! `storm` and `hold` spread over `--procs` client processes (one process holds at most
+//! ~19,900 sockets here); `--target` takes several gateways (cluster mode).
 
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use futures_util::{SinkExt, StreamExt};
-use im_gateway::proto::{Command, Header, Packet};
-use prost::Message as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod client;
+mod floor;
+mod hist;
+mod push;
+mod reconnect;
+mod report;
+mod storm;
+mod sys;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(name = "loadtest", about = "Connection-storm load tester for im-gateway")]
@@ -27,249 +40,277 @@ struct Cli {
     /// Gateway config (for the JWT key). Default: config/gateway.toml when present.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Gateway WebSocket address.
-    #[arg(long, global = true, default_value = "127.0.0.1:8080")]
-    target: SocketAddr,
+    /// Gateway WebSocket address(es), comma-separated; connections go round robin.
+    #[arg(long, global = true, value_delimiter = ',', default_value = "127.0.0.1:8080")]
+    target: Vec<SocketAddr>,
+    /// Gateway admin API address.
+    #[arg(long, global = true, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Admin bearer token, when the gateway has one.
+    #[arg(long, global = true, env = "IMGW_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Gateway process id: RSS and CPU are sampled from /proc/PID.
+    #[arg(long, global = true)]
+    gateway_pid: Option<u32>,
     /// Print a JSON report instead of the table.
     #[arg(long, global = true)]
     json: bool,
+    /// Internal: run slice K of P of a spread run (`K/P`).
+    #[arg(long, global = true, hide = true)]
+    worker: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// How connections are opened (every subcommand that connects).
+#[derive(Args, Debug, Clone)]
+struct ConnArgs {
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: u64,
+    /// Connection attempts per second (0: as fast as --concurrency allows).
+    #[arg(long, default_value_t = 5_000.0)]
+    rate: f64,
+    /// Attempts in flight at most (per process).
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Give up on one attempt after this long, ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Source addresses 127.0.0.2 ..= 127.0.0.(1+N), round robin.
+    #[arg(long, default_value_t = 16)]
+    source_ips: u8,
+    /// Connection i authenticates as user first_user + i.
+    #[arg(long, default_value_t = 1_000_000)]
+    first_user: i64,
+    /// Platform claim in the tokens.
+    #[arg(long, default_value_t = 1)]
+    platform: i32,
+    /// Heartbeat interval while connected, seconds.
+    #[arg(long, default_value_t = 30)]
+    heartbeat: u64,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Hold N idle authenticated connections and measure the gateway's RSS.
-    Hold {
-        /// Connections to open.
-        #[arg(long, default_value_t = 10_000)]
-        connections: u32,
-        /// Connection attempts per second.
-        #[arg(long, default_value_t = 2_000)]
-        rate: u32,
-        /// How long to hold them once all are up, seconds.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Heartbeat interval, seconds.
-        #[arg(long, default_value_t = 30)]
-        heartbeat: u64,
-        /// Gateway process id, for RSS samples from /proc/PID/status.
+    /// Open N connections at a target rate; handshake rate, latency, failures.
+    Storm {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Client processes (default: one per 18,000 connections).
         #[arg(long)]
-        gateway_pid: Option<u32>,
-        /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) are used round robin.
-        #[arg(long, default_value_t = 8)]
-        source_ips: u8,
-        /// First user id; connection i authenticates as user first_user + i.
-        #[arg(long, default_value_t = 1_000_000)]
-        first_user: i64,
+        procs: Option<usize>,
     },
-    /// Open N connections at a target rate and report handshake latency (load-test issue).
-    Storm,
-    /// Open-loop push rate and latency per shard (load-test issue).
-    Push,
-    /// Broadcast to all N, time to last receipt (load-test issue).
-    Fanout,
-    /// Drop all N and bring them back honouring retry_after_ms (load-test issue).
-    ReconnectStorm,
-    /// The machine's own TCP accept and push floors (load-test issue).
-    Floor,
+    /// Hold N idle authenticated connections and measure the gateway's RSS and CPU.
+    Hold {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Client processes (default: one per 18,000 connections).
+        #[arg(long)]
+        procs: Option<usize>,
+        /// Seconds to hold once all are up.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Push rate (saturated) and latency per shard at a fixed open-loop rate.
+    Push {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Users per push request (the frame is encoded once for all of them).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Open-loop deliveries per second (default: half the saturated rate).
+        #[arg(long, default_value_t = 0.0)]
+        push_rate: f64,
+        /// Skip the saturation phase (then --push-rate is needed).
+        #[arg(long)]
+        no_saturate: bool,
+        /// Push requests in flight during saturation.
+        #[arg(long, default_value_t = 8)]
+        requests: usize,
+        /// Deliveries sent but not yet received, at most, during saturation.
+        #[arg(long, default_value_t = 50_000)]
+        window: u64,
+        /// Bytes of content per push.
+        #[arg(long, default_value_t = 64)]
+        content_bytes: usize,
+    },
+    /// Broadcast (and push to the list of all users); time to the last receipt.
+    Fanout {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Rounds (the report gives the median).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Bytes of content per push.
+        #[arg(long, default_value_t = 64)]
+        content_bytes: usize,
+    },
+    /// Drop all N at once and bring them back honouring retry_after_ms.
+    ReconnectStorm {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// `term` (the gateway drains) or `kill`.
+        #[arg(long, default_value = "term")]
+        signal: String,
+        /// Shell command starting the replacement gateway (run in the background).
+        #[arg(long)]
+        restart: Option<String>,
+        /// Give up on a client after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        give_up_s: u64,
+    },
+    /// The machine's own TCP accept and push floors (no gateway).
+    Floor {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Server threads (as many as the gateway has shards).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Bytes of push content (the payload is a push frame of that content).
+        #[arg(long, default_value_t = 64)]
+        content_bytes: usize,
+        /// Seconds of the push floor.
+        #[arg(long, default_value_t = 5.0)]
+        push_s: f64,
+    },
+    /// Fold the reports of a `scripts/bench.sh` run (DIR/{floor,hold,storm,push,fanout}.json)
+    /// into DIR/report.json and print the figures against the targets.
+    Report {
+        /// The run's directory.
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+        /// The run's parameters (JSON object), copied into the report.
+        #[arg(long, default_value = "{}")]
+        params: String,
+    },
+    /// Internal: the plain TCP server of `floor`.
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 65_535)]
+        backlog: i32,
+    },
 }
 
-fn packet(command: Command, seq: i64) -> Vec<u8> {
-    Packet {
-        header: Some(Header { command: command as i32, version: 1, client_id: String::new(), seq }),
-        body: Default::default(),
-    }
-    .encode_to_vec()
+/// What every subcommand shares.
+pub struct Common {
+    pub config: Option<PathBuf>,
+    pub admin: SocketAddr,
+    pub admin_token: Option<String>,
+    pub gateway_pid: Option<u32>,
 }
 
-/// Resident set size of `pid`, bytes.
-fn rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc/PID/status")?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("VmRSS not found")?;
-    Ok(kb * 1024)
+impl Common {
+    /// A token minter with the gateway's configured key.
+    pub fn minter(&self) -> Result<im_gateway::auth::Minter> {
+        let config = im_gateway::Config::load(self.config.as_deref(), std::env::vars(), &Default::default())?;
+        Ok(im_gateway::auth::Minter::from_config(&config.auth)?)
+    }
 }
 
-fn ws_config() -> WebSocketConfig {
-    // Small buffers: the load tester must fit tens of thousands of connections too.
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_write_buffer_size(64 << 10)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20))
+fn plan(targets: &[SocketAddr], c: &ConnArgs) -> storm::Plan {
+    storm::Plan {
+        targets: targets.to_vec(),
+        connections: c.connections,
+        rate: c.rate,
+        concurrency: c.concurrency,
+        timeout: Duration::from_millis(c.timeout_ms),
+        source_ips: c.source_ips,
+        first_user: c.first_user,
+        platform: Some(c.platform),
+        heartbeat: Duration::from_secs(c.heartbeat.max(1)),
+    }
 }
 
-struct HoldStats {
-    up: AtomicU64,
-    failed: AtomicU64,
-    dropped: AtomicU64,
-    heartbeats: AtomicU64,
+fn procs(explicit: Option<usize>, connections: u64) -> usize {
+    explicit.unwrap_or_else(|| connections.div_ceil(18_000) as usize).max(1)
 }
 
-async fn hold_one(
-    target: SocketAddr,
-    source: IpAddr,
-    token: String,
-    heartbeat: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    stats: Arc<HoldStats>,
-) {
-    let connect = async {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(source, 0))?;
-        let stream = socket.connect(target).await?;
-        let url = format!("ws://{target}/ws?token={token}");
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config()))
-            .await
-            .map_err(std::io::Error::other)?;
-        Ok::<_, std::io::Error>(ws)
-    };
-    let mut ws = match connect.await {
-        Ok(ws) => ws,
-        Err(_) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    // First frame is the AUTH result.
-    match ws.next().await {
-        Some(Ok(Message::Binary(_))) => {}
-        _ => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    }
-    stats.up.fetch_add(1, Ordering::Relaxed);
-    let mut seq = 1;
-    // Spread heartbeats so they do not all fire at once.
-    let mut next = tokio::time::Instant::now() + heartbeat.mul_f64(fastrand::f64());
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = tokio::time::sleep_until(next) => {
-                if ws.send(Message::binary(packet(Command::Heartbeat, seq))).await.is_err() {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                seq += 1;
-                next += heartbeat;
-            }
-            m = ws.next() => match m {
-                Some(Ok(Message::Binary(_))) => { stats.heartbeats.fetch_add(1, Ordering::Relaxed); }
-                Some(Ok(_)) => {}
-                _ => { stats.dropped.fetch_add(1, Ordering::Relaxed); return; }
-            },
-        }
-    }
-    let _ = ws.close(None).await;
+fn parse_worker(w: &str) -> Result<(usize, usize)> {
+    let (k, p) = w.split_once('/').context("--worker K/P")?;
+    Ok((k.parse()?, p.parse()?))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn hold(
-    cli: &Cli,
-    connections: u32,
-    rate: u32,
-    duration: u64,
-    heartbeat: u64,
-    gateway_pid: Option<u32>,
-    source_ips: u8,
-    first_user: i64,
-) -> Result<()> {
-    let config = im_gateway::Config::load(cli.config.as_deref(), std::env::vars(), &Default::default())?;
-    let minter = im_gateway::auth::Minter::from_config(&config.auth)?;
-    let rss_before = gateway_pid.map(rss_bytes).transpose()?;
-    let stats = Arc::new(HoldStats {
-        up: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
-        heartbeats: AtomicU64::new(0),
-    });
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let started = Instant::now();
-    let gap = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
-    let mut tasks = Vec::with_capacity(connections as usize);
-    let mut tick = tokio::time::interval(gap);
-    for i in 0..connections {
-        tick.tick().await;
-        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % u32::from(source_ips.max(1))) as u8));
-        let token = minter.mint(first_user + i64::from(i), Some(1), 3600 + duration);
-        tasks.push(tokio::spawn(hold_one(
-            cli.target,
-            source,
-            token,
-            Duration::from_secs(heartbeat.max(1)),
-            stop.clone(),
-            stats.clone(),
-        )));
-    }
-    // Wait until every attempt has either come up or failed.
-    while stats.up.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) < u64::from(connections) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let ramp = started.elapsed();
-    let rss_up = gateway_pid.map(rss_bytes).transpose()?;
-    tokio::time::sleep(Duration::from_secs(duration)).await;
-    let rss_after = gateway_pid.map(rss_bytes).transpose()?;
-    let up = stats.up.load(Ordering::Relaxed);
-    let per_conn = match (rss_before, rss_after) {
-        (Some(b), Some(a)) if up > 0 => Some((a.saturating_sub(b)) as f64 / up as f64),
-        _ => None,
-    };
-    // Print before tearing down: the figure is what matters.
-    let report = serde_json::json!({
-        "connections": connections,
-        "up": up,
-        "failed": stats.failed.load(Ordering::Relaxed),
-        "dropped": stats.dropped.load(Ordering::Relaxed),
-        "heartbeat_replies": stats.heartbeats.load(Ordering::Relaxed),
-        "ramp_s": ramp.as_secs_f64(),
-        "gateway_rss_before_bytes": rss_before,
-        "gateway_rss_all_up_bytes": rss_up,
-        "gateway_rss_after_hold_bytes": rss_after,
-        "idle_rss_per_conn_bytes": per_conn,
-        "hold_s": duration,
-    });
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
-    if cli.json {
+fn emit(json: bool, report: &serde_json::Value, table: impl FnOnce(&serde_json::Value)) {
+    if json {
         println!("{report}");
     } else {
-        println!(
-            "hold: {up}/{connections} up ({} failed, {} dropped) in {:.1}s",
-            report["failed"],
-            report["dropped"],
-            ramp.as_secs_f64()
-        );
-        if let (Some(b), Some(a)) = (rss_before, rss_after) {
-            println!(
-                "gateway RSS: {:.1} MiB before, {:.1} MiB after {duration}s hold",
-                b as f64 / 1048576.0,
-                a as f64 / 1048576.0
-            );
-        }
-        if let Some(p) = per_conn {
-            println!("idle RSS per connection: {p:.0} bytes");
-        }
+        table(report);
     }
-    Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.cmd {
-        Cmd::Hold { connections, rate, duration, heartbeat, gateway_pid, source_ips, first_user } => {
-            rt.block_on(hold(&cli, connections, rate, duration, heartbeat, gateway_pid, source_ips, first_user))
-        }
-        Cmd::Storm | Cmd::Push | Cmd::Fanout | Cmd::ReconnectStorm | Cmd::Floor => {
-            bail!("this subcommand is not built yet (tracked by the load-test issue); `hold` is available")
-        }
+    if let Cmd::FloorServer { threads, backlog } = cli.cmd {
+        return floor::server(threads, backlog);
     }
+    if let Cmd::Report { dir, params } = &cli.cmd {
+        let params: serde_json::Value = serde_json::from_str(params).context("--params is not JSON")?;
+        let report = report::build(dir, params)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+        emit(cli.json, &report, report::print);
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let common = Common {
+        config: cli.config.clone(),
+        admin: cli.admin,
+        admin_token: cli.admin_token.clone(),
+        gateway_pid: cli.gateway_pid,
+    };
+    rt.block_on(async {
+        match &cli.cmd {
+            Cmd::Storm { conn, procs: p } | Cmd::Hold { conn, procs: p, .. } => {
+                let plan = plan(&cli.target, conn);
+                if let Some(w) = &cli.worker {
+                    let (k, p) = parse_worker(w)?;
+                    return storm::worker(&common, &plan, k, p).await;
+                }
+                let hold = match &cli.cmd {
+                    Cmd::Hold { duration, .. } => Duration::from_secs_f64(*duration),
+                    _ => Duration::ZERO,
+                };
+                let report = storm::coordinate(&common, &plan, procs(*p, conn.connections), hold).await?;
+                emit(cli.json, &report, |r| storm::print(r, !hold.is_zero()));
+            }
+            Cmd::Push { conn, batch, duration, push_rate, no_saturate, requests, window, content_bytes } => {
+                let args = push::PushArgs {
+                    batch: (*batch).max(1),
+                    duration: *duration,
+                    rate: *push_rate,
+                    no_saturate: *no_saturate,
+                    concurrency: *requests,
+                    window: *window,
+                    content_bytes: *content_bytes,
+                };
+                let report = push::push(&common, &plan(&cli.target, conn), &args).await?;
+                emit(cli.json, &report, push::print_push);
+            }
+            Cmd::Fanout { conn, rounds, content_bytes } => {
+                let args = push::FanoutArgs { rounds: (*rounds).max(1), content_bytes: *content_bytes };
+                let report = push::fanout(&common, &plan(&cli.target, conn), &args).await?;
+                emit(cli.json, &report, push::print_fanout);
+            }
+            Cmd::ReconnectStorm { conn, signal, restart, give_up_s } => {
+                let args = reconnect::ReconnectArgs {
+                    signal: signal.clone(),
+                    restart: restart.clone(),
+                    give_up: Duration::from_secs(*give_up_s),
+                };
+                let report = reconnect::run(&common, &plan(&cli.target, conn), &args).await?;
+                emit(cli.json, &report, reconnect::print);
+            }
+            Cmd::Floor { conn, threads, content_bytes, push_s } => {
+                let report = floor::run(&plan(&cli.target, conn), *threads, *content_bytes, *push_s).await?;
+                emit(cli.json, &report, floor::print);
+            }
+            Cmd::FloorServer { .. } | Cmd::Report { .. } => unreachable!("handled above"),
+        }
+        Ok(())
+    })
 }

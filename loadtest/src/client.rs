@@ -1,0 +1,300 @@
+//! One load-test client: a real WebSocket connection to the gateway, authenticated with a
+//! token minted from the gateway's own key (at the upgrade, as `?token=`), from a chosen
+//! 127.0.0.x source address.
+
+use crate::hist::Hist;
+use futures_util::{SinkExt, StreamExt};
+use im_gateway::proto::{AuthResult, Command, Header, Packet, PushMsg};
+use prost::Message as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+/// An open, authenticated connection.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Why an attempt failed, as the storm report counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// TCP connect refused or reset.
+    Refused,
+    /// The upgrade was answered with this HTTP status (401, 503, ...).
+    Status(u16),
+    /// No answer within the timeout.
+    Timeout,
+    /// The socket closed before the AUTH result.
+    Closed,
+    /// Source address or ephemeral ports exhausted, or anything else local.
+    Local,
+}
+
+impl Failure {
+    /// Report key.
+    pub fn key(self) -> String {
+        match self {
+            Failure::Refused => "refused".into(),
+            Failure::Status(s) => format!("http_{s}"),
+            Failure::Timeout => "timeout".into(),
+            Failure::Closed => "closed".into(),
+            Failure::Local => "local".into(),
+        }
+    }
+}
+
+/// A refused attempt, with the server's Retry-After (ms) when it sent one.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal {
+    pub failure: Failure,
+    pub retry_after_ms: Option<u64>,
+}
+
+impl From<Failure> for Refusal {
+    fn from(failure: Failure) -> Self {
+        Refusal { failure, retry_after_ms: None }
+    }
+}
+
+/// Latencies of one successful open, microseconds from the start of the attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Timings {
+    pub connect_us: u64,
+    pub upgrade_us: u64,
+    pub auth_us: u64,
+}
+
+/// Source address `i` of `n`: 127.0.0.2 ..= 127.0.0.(1+n).
+pub fn source(i: u64, n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % u64::from(n.max(1))) as u8))
+}
+
+fn ws_config() -> WebSocketConfig {
+    // Small buffers: the load tester holds tens of thousands of connections too.
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 << 10)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20))
+}
+
+/// A TCP connection from `source` to `target`. The source port is picked at connect
+/// time (IP_BIND_ADDRESS_NO_PORT), so one source address serves every target.
+pub async fn tcp(target: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option of the right size.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    socket.connect(target).await
+}
+
+/// Opens one connection and waits for its AUTH result. Returns the socket, the shard
+/// that holds it and the latencies.
+pub async fn open(
+    target: SocketAddr,
+    source: IpAddr,
+    token: &str,
+    timeout: Duration,
+) -> Result<(Ws, u32, Timings), Refusal> {
+    let start = Instant::now();
+    let attempt = async {
+        let stream = tcp(target, source).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset => Failure::Refused,
+            _ => Failure::Local,
+        })?;
+        let _ = stream.set_nodelay(true);
+        let connect_us = start.elapsed().as_micros() as u64;
+        let url = format!("ws://{target}/ws?token={token}");
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| match e {
+                tungstenite::Error::Http(resp) => Refusal {
+                    failure: Failure::Status(resp.status().as_u16()),
+                    retry_after_ms: resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| s * 1000),
+                },
+                tungstenite::Error::Io(_) | tungstenite::Error::ConnectionClosed => Failure::Closed.into(),
+                _ => Failure::Local.into(),
+            })?;
+        let upgrade_us = start.elapsed().as_micros() as u64;
+        let shard = loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    let packet = Packet::decode(b).map_err(|_| Failure::Closed)?;
+                    let command = packet.header.as_ref().map_or(0, |h| h.command);
+                    if command == Command::Auth as i32 {
+                        break AuthResult::decode(packet.body).map_err(|_| Failure::Closed)?.shard;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return Err(Failure::Closed.into()),
+            }
+        };
+        let auth_us = start.elapsed().as_micros() as u64;
+        Ok((ws, shard, Timings { connect_us, upgrade_us, auth_us }))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Timeout.into()),
+    }
+}
+
+/// An encoded client packet with an empty body.
+pub fn packet(command: Command, seq: i64) -> Vec<u8> {
+    Packet {
+        header: Some(Header { command: command as i32, version: 1, client_id: String::new(), seq }),
+        body: Default::default(),
+    }
+    .encode_to_vec()
+}
+
+/// Microseconds since the Unix epoch (the clock `server_ts_us` uses).
+pub fn now_us() -> i64 {
+    im_gateway::packet::now_us()
+}
+
+/// Where receipts of PUSH frames are counted: per shard, a latency histogram
+/// (`server_ts_us` to receipt) and a count; plus the wall clock of the last receipt of
+/// each tracked message.
+pub struct Receipts {
+    pub per_shard: Vec<Mutex<Hist>>,
+    pub received: AtomicU64,
+    /// Only messages with `msg_id >= track_from` are recorded (earlier phases' stragglers
+    /// are ignored).
+    pub track_from: AtomicU64,
+    /// Latest receipt wall clock (us) of a tracked message.
+    pub last_receipt_us: AtomicU64,
+}
+
+impl Receipts {
+    pub fn new(shards: usize) -> Arc<Self> {
+        Arc::new(Receipts {
+            per_shard: (0..shards.max(1)).map(|_| Mutex::new(Hist::new())).collect(),
+            received: AtomicU64::new(0),
+            track_from: AtomicU64::new(0),
+            last_receipt_us: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts a new phase: messages from `msg_id` on count; histograms are cleared.
+    pub fn reset(&self, msg_id: u64) {
+        for h in &self.per_shard {
+            *h.lock().unwrap() = Hist::new();
+        }
+        self.received.store(0, Ordering::SeqCst);
+        self.last_receipt_us.store(0, Ordering::SeqCst);
+        self.track_from.store(msg_id, Ordering::SeqCst);
+    }
+
+    fn record(&self, shard: u32, push: &PushMsg) {
+        if (push.msg_id as u64) < self.track_from.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = now_us();
+        let latency = (now - push.server_ts_us).max(0) as u64;
+        let slot = (shard as usize).min(self.per_shard.len() - 1);
+        self.per_shard[slot].lock().unwrap().record(latency);
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.last_receipt_us.fetch_max(now as u64, Ordering::Relaxed);
+    }
+
+    /// All shards merged.
+    pub fn merged(&self) -> Hist {
+        let mut all = Hist::new();
+        for h in &self.per_shard {
+            all.add(&h.lock().unwrap());
+        }
+        all
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ended {
+    /// Close code from the server (0: none, the socket just went).
+    pub code: u16,
+    /// `retry_after_ms` from a 1001 close reason.
+    pub retry_after_ms: Option<u64>,
+    /// We ended it (stop signal).
+    pub by_us: bool,
+}
+
+/// Keeps an open connection alive: heartbeats every `heartbeat` (first one at a random
+/// point of the interval), records PUSH receipts, until `stop` flips or the server
+/// closes.
+pub async fn live(
+    mut ws: Ws,
+    shard: u32,
+    heartbeat: Duration,
+    receipts: Option<Arc<Receipts>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Ended {
+    let mut seq = 1;
+    let mut next = tokio::time::Instant::now() + heartbeat.mul_f64(fastrand::f64());
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                return Ended { by_us: true, ..Default::default() };
+            }
+            _ = tokio::time::sleep_until(next) => {
+                if ws.send(Message::binary(packet(Command::Heartbeat, seq))).await.is_err() {
+                    return Ended::default();
+                }
+                seq += 1;
+                next += heartbeat;
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Binary(b))) => {
+                    let Some(receipts) = &receipts else { continue };
+                    let Ok(packet) = Packet::decode(b) else { continue };
+                    if packet.header.as_ref().map(|h| h.command) == Some(Command::Push as i32) {
+                        if let Ok(push) = PushMsg::decode(packet.body) {
+                            receipts.record(shard, &push);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map_or((0, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                    return Ended { code, retry_after_ms: retry_after(&reason), by_us: false };
+                }
+                Some(Ok(_)) => {}
+                _ => return Ended::default(),
+            },
+        }
+    }
+}
+
+/// `retry_after_ms=N` in a close reason.
+fn retry_after(reason: &str) -> Option<u64> {
+    let at = reason.find("retry_after_ms=")? + "retry_after_ms=".len();
+    reason[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retry_after_is_read_from_the_close_reason() {
+        assert_eq!(super::retry_after("going away; retry_after_ms=1234"), Some(1234));
+        assert_eq!(super::retry_after("going away"), None);
+    }
+}

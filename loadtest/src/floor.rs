@@ -1,0 +1,256 @@
+//! `floor`: what this machine does with no gateway in the way, measured the same way
+//! the gateway is, in the same run:
+//! - accept floor: a plain TCP server (one SO_REUSEPORT listener and one blocking
+//!   accept thread per core, answering one byte per accepted socket) and the same
+//!   client as `storm` (same rate, sources and cap on attempts in flight), each
+//!   connection counted when that byte arrives;
+//! - push floor: the same number of loopback sockets, the server side writing payloads
+//!   of the push frame's size round-robin (one `write` per payload, as the gateway
+//!   writes one frame per recipient), the client side reading; payloads read per second.
+//!
+//! The server is a child process (`loadtest floor-server`) so each side has its own
+//! open-file limit, as gateway and load tester do.
+
+use crate::client;
+use crate::storm::Plan;
+use anyhow::{anyhow, bail, Context, Result};
+use im_gateway::proto::{Command, PushMsg};
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+/// Size of the WebSocket frame the gateway sends for a push with `content_bytes` of
+/// content (the payload size of the push floor).
+pub fn push_frame_len(content_bytes: usize) -> usize {
+    let msg = PushMsg {
+        msg_id: 1 << 40,
+        sender_id: 1,
+        receiver_id: 0,
+        group_id: 0,
+        r#type: 1,
+        content: "x".repeat(content_bytes),
+        server_ts_us: client::now_us(),
+    };
+    im_gateway::packet::frame(Command::Push, 0, &msg).len()
+}
+
+/// The floor server: prints `LISTEN addr`, accepts on `threads` listeners, and on a
+/// stdin line `push SIZE MS` writes SIZE-byte payloads round-robin to every accepted
+/// socket for MS milliseconds, then prints `DONE bytes`.
+pub fn server(threads: usize, backlog: i32) -> Result<()> {
+    let threads = threads.max(1);
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
+    for _ in 0..threads {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_reuse_port(true)?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(backlog)?;
+        let l: TcpListener = s.into();
+        addr = l.local_addr()?;
+        listeners.push(l);
+    }
+    let groups: Vec<Arc<Mutex<Vec<TcpStream>>>> = (0..threads).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    for (l, group) in listeners.into_iter().zip(&groups) {
+        let group = group.clone();
+        std::thread::spawn(move || loop {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let _ = s.set_nodelay(true);
+                    if s.write_all(b"!").is_ok() {
+                        group.lock().unwrap().push(s);
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => {}
+            }
+        });
+    }
+    println!("LISTEN {addr}");
+    std::io::stdout().flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut words = line.split_whitespace();
+        if words.next() != Some("push") {
+            continue;
+        }
+        let size: usize = words.next().and_then(|w| w.parse().ok()).context("push SIZE MS")?;
+        let ms: u64 = words.next().and_then(|w| w.parse().ok()).context("push SIZE MS")?;
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        let blasters: Vec<_> = groups
+            .iter()
+            .map(|group| {
+                let group = group.clone();
+                std::thread::spawn(move || blast(&mut group.lock().unwrap(), size, deadline))
+            })
+            .collect();
+        let bytes: u64 = blasters.into_iter().map(|b| b.join().unwrap_or(0)).sum();
+        println!("DONE {bytes}");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+/// Writes `size`-byte payloads round-robin until `deadline`; returns bytes written.
+fn blast(socks: &mut [TcpStream], size: usize, deadline: Instant) -> u64 {
+    use std::io::ErrorKind::WouldBlock;
+    let payload = vec![0x5a_u8; size];
+    let mut offset = vec![0usize; socks.len()];
+    let mut written = 0u64;
+    for s in socks.iter() {
+        let _ = s.set_nonblocking(true);
+    }
+    'outer: loop {
+        for (s, off) in socks.iter_mut().zip(offset.iter_mut()) {
+            match s.write(&payload[*off..]) {
+                Ok(n) => {
+                    written += n as u64;
+                    *off = (*off + n) % size;
+                }
+                Err(e) if e.kind() == WouldBlock => {}
+                Err(_) => {}
+            }
+        }
+        if Instant::now() >= deadline {
+            break 'outer;
+        }
+    }
+    written
+}
+
+/// The client side of both floors.
+pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64) -> Result<Value> {
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("floor-server")
+        .arg("--threads")
+        .arg(threads.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start floor-server")?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let first = lines.next_line().await?.ok_or_else(|| anyhow!("floor-server exited"))?;
+    let target: SocketAddr = first.strip_prefix("LISTEN ").context("floor-server said no LISTEN")?.parse()?;
+
+    // Accept floor.
+    let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let gap = if plan.rate > 0.0 { Duration::from_secs_f64(1.0 / plan.rate) } else { Duration::ZERO };
+    let started = Instant::now();
+    let n = plan.connections;
+    let source_ips = plan.source_ips;
+    let timeout = plan.timeout;
+    tokio::spawn(async move {
+        let mut tick = (!gap.is_zero()).then(|| {
+            let mut t = tokio::time::interval(gap);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            t
+        });
+        for i in 0..n {
+            if let Some(t) = tick.as_mut() {
+                t.tick().await;
+            }
+            let permit = gate.clone().acquire_owned().await.expect("semaphore open");
+            let done = done_tx.clone();
+            let jitter = gap.mul_f64(fastrand::f64());
+            tokio::spawn(async move {
+                if !jitter.is_zero() {
+                    tokio::time::sleep(jitter).await;
+                }
+                let attempt = async {
+                    let mut s = client::tcp(target, client::source(i, source_ips)).await?;
+                    let mut one = [0u8; 1];
+                    s.read_exact(&mut one).await?;
+                    Ok::<_, std::io::Error>(s)
+                };
+                let r = tokio::time::timeout(timeout, attempt).await;
+                drop(permit);
+                let _ = done.send(r.ok().and_then(|r| r.ok()));
+            });
+        }
+    });
+    let mut socks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        match done_rx.recv().await {
+            Some(Some(s)) => socks.push(s),
+            Some(None) => {}
+            None => break,
+        }
+    }
+    let accept_elapsed = started.elapsed().as_secs_f64();
+    let accepted = socks.len() as u64;
+    if accepted == 0 {
+        bail!("the floor server accepted nothing");
+    }
+
+    // Push floor: readers count bytes while the server writes.
+    let size = push_frame_len(content_bytes);
+    let read = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::with_capacity(socks.len());
+    for mut s in socks {
+        let read = read.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 << 10];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                read.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    let ms = (push_s * 1000.0) as u64;
+    let before = read.load(Ordering::SeqCst);
+    let t0 = Instant::now();
+    stdin.write_all(format!("push {size} {ms}\n").as_bytes()).await?;
+    let done = lines.next_line().await?.ok_or_else(|| anyhow!("floor-server exited"))?;
+    let push_elapsed = t0.elapsed().as_secs_f64();
+    let after = read.load(Ordering::SeqCst);
+    let written: u64 = done.strip_prefix("DONE ").and_then(|b| b.parse().ok()).unwrap_or(0);
+    drop(stdin);
+    let _ = child.kill().await;
+    for r in readers {
+        r.abort();
+    }
+    let payloads_read = (after - before) / size as u64;
+    Ok(json!({
+        "connections": accepted,
+        "attempted": n,
+        "raw_tcp_accept_rate_per_s": accepted as f64 / accept_elapsed,
+        "accept_elapsed_s": accept_elapsed,
+        "payload_bytes": size,
+        "push_s": push_elapsed,
+        "payloads_written": written / size as u64,
+        "payloads_read": payloads_read,
+        "raw_push_floor_per_s": payloads_read as f64 / push_elapsed,
+        "server_threads": threads,
+    }))
+}
+
+pub fn print(r: &Value) {
+    println!(
+        "raw TCP accept floor: {:.0} connections/s ({} of {} in {:.2}s)",
+        r["raw_tcp_accept_rate_per_s"].as_f64().unwrap_or(0.0),
+        r["connections"],
+        r["attempted"],
+        r["accept_elapsed_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "raw push floor: {:.0} payloads/s of {} bytes over {} sockets",
+        r["raw_push_floor_per_s"].as_f64().unwrap_or(0.0),
+        r["payload_bytes"],
+        r["connections"]
+    );
+}
