@@ -78,17 +78,12 @@ impl Future for Serve {
 
 /// The upgrade phase: answers the HTTP upgrade and opens the connection, or refuses.
 async fn accept(shard: Rc<Shard>, mut stream: TcpStream) -> Option<Connection> {
-    let peer = stream.peer_addr().ok();
     let upgraded = upgrade(&shard, &mut stream).await?;
     let id = shard.next_conn_id();
-    let span = info_span!(
-        "conn",
-        shard = shard.id,
-        conn = id,
-        peer = peer.map(tracing::field::display),
-        user_id = tracing::field::Empty
-    );
-    Some(Connection::open(shard, id, stream, upgraded, span))
+    // The peer's address is not kept (32 B per connection); it is logged once here, and
+    // only looked up when this event is enabled.
+    debug!(shard = shard.id, conn = id, peer = ?stream.peer_addr().ok(), "upgraded");
+    Some(Connection::open(shard, id, stream, upgraded))
 }
 
 /// What a completed upgrade hands to the connection.
@@ -216,15 +211,13 @@ pub struct Connection {
     half_closed: bool,
     /// Our slot under `max_connections`.
     _admission: Admission,
-    /// The connection's tracing span (shard, conn, peer, user_id).
-    span: Span,
 }
 
 impl Connection {
     /// Makes the upgraded socket a connection: files it in the session table, binds the
     /// session when the upgrade carried a token, and handles any early bytes. Consumes
     /// the upgrade, so nothing of it outlives this call.
-    fn open(shard: Rc<Shard>, id: u64, stream: TcpStream, upgraded: Upgraded, span: Span) -> Self {
+    fn open(shard: Rc<Shard>, id: u64, stream: TcpStream, upgraded: Upgraded) -> Self {
         let Upgraded { upgrade, identity, admission, leftover } = upgraded;
         let conn = Rc::new(ConnHandle::new(id, shard.now_ms()));
         let mut connection = Connection {
@@ -235,10 +228,8 @@ impl Connection {
             inbuf: Vec::new(),
             half_closed: false,
             _admission: admission,
-            span,
         };
-        let span = connection.span.clone();
-        let _entered = span.enter();
+        let _span = connection.span().entered();
         let shard = &connection.shard;
         shard.sessions.borrow_mut().insert(connection.conn.clone());
         metrics::inc(&shard.metrics.connections);
@@ -255,17 +246,17 @@ impl Connection {
 
     /// Serves events until the connection ends, then takes it out of the shard.
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let span = self.span.clone();
-        let _entered = span.enter();
         loop {
             match self.poll_event(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Event::Read(n)) => {
+                    let _span = self.span().entered();
                     let shard = self.shard.clone();
                     let mut scratch = shard.scratch.borrow_mut();
                     self.on_bytes(&mut scratch[..n]);
                 }
                 Poll::Ready(Event::Eof | Event::Failed | Event::Abort) => {
+                    let _span = self.span().entered();
                     // The close code sent (0 when the peer vanished without one).
                     let code = self.conn.close_code().unwrap_or(0);
                     self.finish(code);
@@ -312,6 +303,21 @@ impl Connection {
         }
         self.conn.set_waker(cx.waker());
         Poll::Pending
+    }
+
+    /// The connection's span: `shard`, `conn` (the session id) and `user_id` once
+    /// authenticated, around everything the connection handles (its reads and the
+    /// commands they carry, its opening and its end).
+    ///
+    /// Made afresh for each of those and dropped after it, from fields the connection
+    /// holds anyway, rather than one span kept for the connection's life: a live span
+    /// costs ~570 B per connection in the subscriber's registry (its slot and formatted
+    /// fields), which an idle connection would pay for nothing. Writes of queued frames
+    /// run outside it, so a fan-out creates no span per recipient. When `info` is
+    /// disabled the macro is a cached callsite check.
+    fn span(&self) -> Span {
+        let user = self.conn.user_id.get();
+        info_span!("conn", shard = self.shard.id, conn = self.conn.id, user_id = (user != 0).then_some(user))
     }
 
     /// Handles freshly read bytes (in the scratch buffer, or the early bytes that came
