@@ -22,49 +22,89 @@ use crate::ws::handshake::{self, Upgrade};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tracing::{debug, info_span, Instrument};
+use tracing::{debug, info_span, Span};
 
-/// Serves one accepted socket until it closes.
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
-    let Some(upgraded) = upgrade(&shard, &mut stream).await else {
-        return;
-    };
-    let (upgrade, identity, admission, leftover) = upgraded;
-    let conn = Rc::new(ConnHandle::new(shard.next_conn_id(), shard.now_ms()));
-    let span = info_span!(
-        "conn",
-        shard = shard.id,
-        conn = conn.id,
-        peer = peer.map(tracing::field::display),
-        user_id = tracing::field::Empty
-    );
-    let mut connection = Connection {
-        shard,
-        conn,
-        stream,
-        decoder: Decoder::default(),
-        inbuf: leftover,
-        half_closed: false,
-        _admission: admission,
-    };
-    connection.start(upgrade, identity).instrument(span).await;
+/// Serves one accepted socket until it closes: the future of the connection's task.
+pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> Serve {
+    Serve::Upgrading(Box::pin(accept(shard, stream)))
+}
+
+/// The connection's task. glommio allocates the whole future for as long as the task
+/// lives, so its size is what every idle connection pays. The upgrade (request bytes,
+/// parsed headers, token) is a boxed future of its own, freed when it completes; what
+/// stays is the [`Connection`]. (One `async fn` for both phases would be the size of
+/// the largest state across its await points, the upgrade's included: 1.7 KB.)
+// The large variant is the point: the connection lives inline in the task's allocation.
+// Boxing it, as the lint suggests, would only add a second allocation per connection.
+#[allow(clippy::large_enum_variant)]
+pub enum Serve {
+    /// Reading and answering the HTTP upgrade.
+    Upgrading(Pin<Box<dyn Future<Output = Option<Connection>>>>),
+    /// Upgraded: serving WebSocket frames.
+    Open(Connection),
+    /// Over.
+    Done,
+}
+
+impl Future for Serve {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match this {
+                Serve::Upgrading(upgrading) => match upgrading.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(connection)) => *this = Serve::Open(connection),
+                    Poll::Ready(None) => *this = Serve::Done,
+                },
+                Serve::Open(connection) => {
+                    if connection.poll_run(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    *this = Serve::Done;
+                }
+                Serve::Done => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// The upgrade phase: answers the HTTP upgrade and opens the connection, or refuses.
+async fn accept(shard: Rc<Shard>, mut stream: TcpStream) -> Option<Connection> {
+    let upgraded = upgrade(&shard, &mut stream).await?;
+    let id = shard.next_conn_id();
+    // The peer's address is not kept (32 B per connection); it is logged once here, and
+    // only looked up when this event is enabled.
+    debug!(shard = shard.id, conn = id, peer = ?stream.peer_addr().ok(), "upgraded");
+    Some(Connection::open(shard, id, stream, upgraded))
+}
+
+/// What a completed upgrade hands to the connection.
+struct Upgraded {
+    /// The parsed request.
+    upgrade: Upgrade,
+    /// `Some` when a valid token came with the upgrade (verified once, in [`upgrade`]).
+    identity: Option<Identity>,
+    /// Our slot under `max_connections`.
+    admission: Admission,
+    /// Bytes the client sent after the request (early frames); usually empty.
+    leftover: Vec<u8>,
 }
 
 /// Reads and answers the HTTP upgrade. Returns `None` when the request was refused (the
 /// answer is written) or the client vanished.
-/// The identity is `Some` when a valid token came with the upgrade (verified once,
-/// here).
-async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, Option<Identity>, Admission, Vec<u8>)> {
+async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> {
     let cfg = shard.config();
     let timeout = Duration::from_millis(cfg.server.handshake_timeout_ms);
     let max = cfg.server.max_handshake_bytes;
-    let request = futures_lite::future::or(read_request(stream, max), async {
+    let request = futures_lite::future::or(read_request(shard, stream, max), async {
         Timer::new(timeout).await;
         Err(handshake::Reject { status: 408, reason: "handshake timeout" })
     })
@@ -101,20 +141,35 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Upgrade, 
         return None;
     }
     metrics::inc(&shard.metrics.handshakes);
-    Some((upgrade, identity, admission, leftover))
+    Some(Upgraded { upgrade, identity, admission, leftover })
 }
 
 /// Reads until the request is complete. `Ok(None)`: the peer closed first.
-async fn read_request(stream: &mut TcpStream, max: usize) -> Result<Option<(Upgrade, Vec<u8>)>, handshake::Reject> {
-    use futures_lite::AsyncReadExt;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
+///
+/// Each read lands in the shard's scratch buffer (borrowed only inside one poll, never
+/// across an await), and only the request's own bytes are copied out.
+async fn read_request(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    max: usize,
+) -> Result<Option<(Upgrade, Vec<u8>)>, handshake::Reject> {
+    let mut buf = Vec::new();
     loop {
-        let n = match stream.read(&mut chunk).await {
+        let read = std::future::poll_fn(|cx| {
+            let mut scratch = shard.scratch.borrow_mut();
+            match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
+                Poll::Ready(Ok(n)) => {
+                    buf.extend_from_slice(&scratch[..n]);
+                    Poll::Ready(Ok(n))
+                }
+                other => other,
+            }
+        })
+        .await;
+        match read {
             Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
+            Ok(_) => {}
+        }
         if let Some((upgrade, used)) = handshake::parse(&buf, max)? {
             buf.drain(..used);
             buf.shrink_to_fit();
@@ -159,33 +214,54 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn start(&mut self, upgrade: Upgrade, identity: Option<Identity>) {
-        let shard = self.shard.clone();
-        shard.sessions.borrow_mut().insert(self.conn.clone());
+    /// Makes the upgraded socket a connection: files it in the session table, binds the
+    /// session when the upgrade carried a token, and handles any early bytes. Consumes
+    /// the upgrade, so nothing of it outlives this call.
+    fn open(shard: Rc<Shard>, id: u64, stream: TcpStream, upgraded: Upgraded) -> Self {
+        let Upgraded { upgrade, identity, admission, leftover } = upgraded;
+        let conn = Rc::new(ConnHandle::new(id, shard.now_ms()));
+        let mut connection = Connection {
+            shard,
+            conn,
+            stream,
+            decoder: Decoder::default(),
+            inbuf: Vec::new(),
+            half_closed: false,
+            _admission: admission,
+        };
+        let _span = connection.span().entered();
+        let shard = &connection.shard;
+        shard.sessions.borrow_mut().insert(connection.conn.clone());
         metrics::inc(&shard.metrics.connections);
         if let Some(identity) = identity {
             let platform = identity.platform.or(upgrade.platform).unwrap_or(0);
-            cmd::auth::establish(&shard, &self.conn, identity, platform, 0);
+            cmd::auth::establish(shard, &connection.conn, identity, platform, 0);
         }
-        if !self.inbuf.is_empty() {
-            let mut early = std::mem::take(&mut self.inbuf);
-            self.on_bytes(&mut early);
+        if !leftover.is_empty() {
+            let mut early = leftover;
+            connection.on_bytes(&mut early);
         }
-        let code = self.run().await;
-        self.finish(code);
+        connection
     }
 
-    /// Waits for events until the connection ends; returns the close code sent (0 when
-    /// the peer vanished without one).
-    async fn run(&mut self) -> u16 {
+    /// Serves events until the connection ends, then takes it out of the shard.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            match std::future::poll_fn(|cx| self.poll_event(cx)).await {
-                Event::Read(n) => {
-                    let scratch = self.shard.clone();
-                    let mut scratch = scratch.scratch.borrow_mut();
+            match self.poll_event(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Event::Read(n)) => {
+                    let _span = self.span().entered();
+                    let shard = self.shard.clone();
+                    let mut scratch = shard.scratch.borrow_mut();
                     self.on_bytes(&mut scratch[..n]);
                 }
-                Event::Eof | Event::Failed | Event::Abort => return self.conn.close_code().unwrap_or(0),
+                Poll::Ready(Event::Eof | Event::Failed | Event::Abort) => {
+                    let _span = self.span().entered();
+                    // The close code sent (0 when the peer vanished without one).
+                    let code = self.conn.close_code().unwrap_or(0);
+                    self.finish(code);
+                    return Poll::Ready(());
+                }
             }
         }
     }
@@ -227,6 +303,21 @@ impl Connection {
         }
         self.conn.set_waker(cx.waker());
         Poll::Pending
+    }
+
+    /// The connection's span: `shard`, `conn` (the session id) and `user_id` once
+    /// authenticated, around everything the connection handles (its reads and the
+    /// commands they carry, its opening and its end).
+    ///
+    /// Made afresh for each of those and dropped after it, from fields the connection
+    /// holds anyway, rather than one span kept for the connection's life: a live span
+    /// costs ~570 B per connection in the subscriber's registry (its slot and formatted
+    /// fields), which an idle connection would pay for nothing. Writes of queued frames
+    /// run outside it, so a fan-out creates no span per recipient. When `info` is
+    /// disabled the macro is a cached callsite check.
+    fn span(&self) -> Span {
+        let user = self.conn.user_id.get();
+        info_span!("conn", shard = self.shard.id, conn = self.conn.id, user_id = (user != 0).then_some(user))
     }
 
     /// Handles freshly read bytes (in the scratch buffer, or the early bytes that came
@@ -295,5 +386,18 @@ fn on_message(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, message: Message<'_>) ->
         }
         Message::Pong => Ok(()),
         Message::Close(_) => Err(CloseReason::Normal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection task's future lives as long as the connection: keep it small.
+    #[test]
+    fn connection_task_stays_small() {
+        let size = std::mem::size_of::<Serve>();
+        let connection = std::mem::size_of::<Connection>();
+        assert!(size <= connection + 16, "the task's future is {size} B for a {connection} B connection");
     }
 }
