@@ -113,7 +113,7 @@ lt() { "$LT" --target "$TARGET" --admin "$ADMIN" --gateway-pid "$GW_PID" --json 
 
 echo "== floor: raw TCP accept and push floors, $CONNS sockets (no gateway)"
 "$LT" --json floor --connections "$CONNS" --rate 0 --threads "$SHARDS" --content-bytes "$CONTENT" \
-    --push-s "$FLOOR_PUSH_S" >"$OUT/floor.json"
+    --push-s "$FLOOR_PUSH_S" --rounds "$ROUNDS" >"$OUT/floor.json"
 
 echo "== hold: $CONNS idle authenticated connections on a fresh gateway, ${HOLD_S}s"
 start_gateway

@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub pin_cores: bool,
     /// glommio io_memory per shard, KiB; each shard locks about 3x this. Default 64.
     pub io_memory_kib: usize,
+    /// io_uring ring depth per shard (each of glommio's three rings). Idle sockets keep
+    /// a readiness poll in the ring, and the kernel's cancel lookup among them scales
+    /// with the ring's size: keep it large. Default 4096.
+    pub ring_depth: usize,
     /// Capacity of each shard's cross-shard inbox, messages. Default 8192.
     pub shard_inbox: usize,
     /// Time a client has to complete the HTTP upgrade, ms. Default 5000.
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             backlog: 4096,
             pin_cores: true,
             io_memory_kib: 64,
+            ring_depth: 4096,
             shard_inbox: 8192,
             handshake_timeout_ms: 5000,
             max_handshake_bytes: 8192,
@@ -342,6 +347,9 @@ impl Config {
         }
         if s.backlog == 0 {
             return bad("server.backlog", "must be at least 1");
+        }
+        if !(s.ring_depth.is_power_of_two() && (64..=32768).contains(&s.ring_depth)) {
+            return bad("server.ring_depth", format!("a power of two from 64 to 32768 (got {})", s.ring_depth));
         }
         if !(64..=2048).contains(&s.io_memory_kib) {
             return bad("server.io_memory_kib", format!("between 64 and 2048 (got {})", s.io_memory_kib));

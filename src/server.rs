@@ -96,6 +96,7 @@ impl Gateway {
         let pool_config = PoolConfig {
             shards: shard_count,
             io_memory: node.config.server.io_memory_kib << 10,
+            ring_depth: node.config.server.ring_depth,
             pin: node.config.server.pin_cores,
             name: "imgw-shard".into(),
         };

@@ -7,6 +7,8 @@
 //! - push floor: the same number of loopback sockets, the server side writing payloads
 //!   of the push frame's size round-robin (one `write` per payload, as the gateway
 //!   writes one frame per recipient), the client side reading; payloads read per second.
+//! - fan-out floor: one payload to each socket, once; time until every one is read
+//!   (the bound under the gateway's broadcast figure on the same box).
 //!
 //! The server is a child process (`loadtest floor-server`) so each side has its own
 //! open-file limit, as gateway and load tester do.
@@ -42,7 +44,8 @@ pub fn push_frame_len(content_bytes: usize) -> usize {
 
 /// The floor server: prints `LISTEN addr`, accepts on `threads` listeners, and on a
 /// stdin line `push SIZE MS` writes SIZE-byte payloads round-robin to every accepted
-/// socket for MS milliseconds, then prints `DONE bytes`.
+/// socket for MS milliseconds (MS = 0: exactly one payload to each), then prints
+/// `DONE bytes`.
 pub fn server(threads: usize, backlog: i32) -> Result<()> {
     let threads = threads.max(1);
     let mut listeners: Vec<TcpListener> = Vec::new();
@@ -85,7 +88,7 @@ pub fn server(threads: usize, backlog: i32) -> Result<()> {
         }
         let size: usize = words.next().and_then(|w| w.parse().ok()).context("push SIZE MS")?;
         let ms: u64 = words.next().and_then(|w| w.parse().ok()).context("push SIZE MS")?;
-        let deadline = Instant::now() + Duration::from_millis(ms);
+        let deadline = (ms > 0).then(|| Instant::now() + Duration::from_millis(ms));
         let blasters: Vec<_> = groups
             .iter()
             .map(|group| {
@@ -100,10 +103,21 @@ pub fn server(threads: usize, backlog: i32) -> Result<()> {
     Ok(())
 }
 
-/// Writes `size`-byte payloads round-robin until `deadline`; returns bytes written.
-fn blast(socks: &mut [TcpStream], size: usize, deadline: Instant) -> u64 {
-    use std::io::ErrorKind::WouldBlock;
+/// Writes `size`-byte payloads round-robin until `deadline` (`None`: one whole payload
+/// to each socket); returns bytes written.
+fn blast(socks: &mut [TcpStream], size: usize, deadline: Option<Instant>) -> u64 {
     let payload = vec![0x5a_u8; size];
+    let Some(deadline) = deadline else {
+        let mut written = 0;
+        for s in socks.iter_mut() {
+            let _ = s.set_nonblocking(false);
+            if s.write_all(&payload).is_ok() {
+                written += size as u64;
+            }
+        }
+        return written;
+    };
+    use std::io::ErrorKind::WouldBlock;
     let mut offset = vec![0usize; socks.len()];
     let mut written = 0u64;
     for s in socks.iter() {
@@ -128,7 +142,7 @@ fn blast(socks: &mut [TcpStream], size: usize, deadline: Instant) -> u64 {
 }
 
 /// The client side of both floors.
-pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64) -> Result<Value> {
+pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64, rounds: usize) -> Result<Value> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
         .arg("floor-server")
@@ -219,6 +233,24 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64)
     let push_elapsed = t0.elapsed().as_secs_f64();
     let after = read.load(Ordering::SeqCst);
     let written: u64 = done.strip_prefix("DONE ").and_then(|b| b.parse().ok()).unwrap_or(0);
+    // Let the readers catch up with the push floor's tail before the fan-out rounds.
+    drain_reads(&read).await;
+
+    // Fan-out floor: one payload to every socket; time until all of it is read.
+    let mut fanout_ms = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let before = read.load(Ordering::SeqCst);
+        let want = before + accepted * size as u64;
+        let t0 = Instant::now();
+        stdin.write_all(format!("push {size} 0\n").as_bytes()).await?;
+        let deadline = t0 + Duration::from_secs(10);
+        while read.load(Ordering::SeqCst) < want && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        fanout_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        lines.next_line().await?;
+    }
+    fanout_ms.sort_by(f64::total_cmp);
     drop(stdin);
     let _ = child.kill().await;
     for r in readers {
@@ -235,8 +267,23 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64)
         "payloads_written": written / size as u64,
         "payloads_read": payloads_read,
         "raw_push_floor_per_s": payloads_read as f64 / push_elapsed,
+        "raw_fanout_floor_ms": fanout_ms.get(fanout_ms.len() / 2).copied(),
+        "raw_fanout_rounds_ms": fanout_ms,
         "server_threads": threads,
     }))
+}
+
+/// Waits until the readers have read everything in flight (no progress for 200 ms).
+async fn drain_reads(read: &AtomicU64) {
+    let mut last = read.load(Ordering::SeqCst);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = read.load(Ordering::SeqCst);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 pub fn print(r: &Value) {
@@ -252,5 +299,10 @@ pub fn print(r: &Value) {
         r["raw_push_floor_per_s"].as_f64().unwrap_or(0.0),
         r["payload_bytes"],
         r["connections"]
+    );
+    println!(
+        "raw fan-out floor: one payload to each of {} sockets, all read after {:.2} ms (median)",
+        r["connections"],
+        r["raw_fanout_floor_ms"].as_f64().unwrap_or(0.0)
     );
 }

@@ -176,6 +176,9 @@ enum Cmd {
         /// Seconds of the push floor.
         #[arg(long, default_value_t = 5.0)]
         push_s: f64,
+        /// Rounds of the fan-out floor (the report gives the median).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Fold the reports of a `scripts/bench.sh` run (DIR/{floor,hold,storm,push,fanout}.json)
     /// into DIR/report.json and print the figures against the targets.
@@ -305,8 +308,9 @@ fn main() -> Result<()> {
                 let report = reconnect::run(&common, &plan(&cli.target, conn), &args).await?;
                 emit(cli.json, &report, reconnect::print);
             }
-            Cmd::Floor { conn, threads, content_bytes, push_s } => {
-                let report = floor::run(&plan(&cli.target, conn), *threads, *content_bytes, *push_s).await?;
+            Cmd::Floor { conn, threads, content_bytes, push_s, rounds } => {
+                let report =
+                    floor::run(&plan(&cli.target, conn), *threads, *content_bytes, *push_s, (*rounds).max(1)).await?;
                 emit(cli.json, &report, floor::print);
             }
             Cmd::FloorServer { .. } | Cmd::Report { .. } => unreachable!("handled above"),

@@ -18,6 +18,12 @@ pub struct PoolConfig {
     /// Bytes of io_uring registered buffer memory per executor. Each executor locks about
     /// three times this, and the locked-memory limit is shared by the process.
     pub io_memory: usize,
+    /// io_uring submission depth of each of the executor's rings. Every idle socket
+    /// keeps a readiness poll in the main ring, and the kernel files those in a cancel
+    /// hash sized from the ring (`ilog2(cq_entries) - 5` bits, 8 at most): at glommio's
+    /// default of 128 that is 4 buckets, and every cancellation (glommio re-arms its
+    /// preemption timer on each reactor pass) walks a bucket. 4096 gives the full 256.
+    pub ring_depth: usize,
     /// Pin shard `i` to CPU `i % online_cores()`.
     pub pin: bool,
     /// Thread name prefix; shard `i` is called `{name}-{i}`.
@@ -64,6 +70,7 @@ impl<T: Send + 'static> Pool<T> {
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("{}-{shard}", config.name))
                 .io_memory(config.io_memory)
+                .ring_depth(config.ring_depth.max(1))
                 .spawn(move || {
                     let _ = ready_tx.send(());
                     drop(ready_tx);
@@ -108,7 +115,8 @@ mod tests {
 
     #[test]
     fn runs_one_future_per_shard_and_returns_results_in_order() {
-        let config = PoolConfig { shards: 2, io_memory: 64 << 10, pin: false, name: "pool-test".into() };
+        let config =
+            PoolConfig { shards: 2, io_memory: 64 << 10, ring_depth: 128, pin: false, name: "pool-test".into() };
         let pool = Pool::start(&config, |shard| async move { shard * 10 }).unwrap();
         let out: Vec<usize> = pool.join().into_iter().map(Result::unwrap).collect();
         assert_eq!(out, vec![0, 10]);
