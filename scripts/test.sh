@@ -2,7 +2,8 @@
 # The project's test command (README, .ci/run): formatting, lints, then every test.
 # Installs what the tests need when it is missing: redis-server (Debian's package) for
 # the cluster-mode tests, which this script starts on a free port for the run
-# (IMGW_TEST_REDIS_URL) and stops after. Tests that kill or restart Redis start their own.
+# (IM_GATEWAY_TEST_REDIS_URL: not IMGW_*, which the gateway reads as config) and stops
+# after. Tests that kill or restart Redis start their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ start_redis() {
     redis_pid=$!
     for _ in $(seq 1 100); do
       if redis-cli -p "$port" ping >/dev/null 2>&1; then
-        export IMGW_TEST_REDIS_URL="redis://127.0.0.1:$port/"
+        export IM_GATEWAY_TEST_REDIS_URL="redis://127.0.0.1:$port/"
         echo "== redis-server $(redis-server --version | awk '{print $3}') on port $port (pid $redis_pid)"
         return 0
       fi

@@ -76,6 +76,7 @@ async fn a_killed_node_reports_not_delivered_and_expires() {
     let p = prefix("sigkill");
     let a = ready_node(&redis, &p, "A").await;
     let (ws, admin) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!("imgw-test-{}-node-k.log", std::process::id()));
     let mut killed = binary(&[
         "--listen",
         &format!("127.0.0.1:{ws}"),
@@ -92,7 +93,7 @@ async fn a_killed_node_reports_not_delivered_and_expires() {
     .env("IMGW_CLUSTER_LOCATION_TTL_S", "2")
     .env("IMGW_CLUSTER_SWEEP_INTERVAL_S", "1")
     .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap())
     .spawn()
     .expect("spawn im-gateway");
     let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
@@ -103,7 +104,11 @@ async fn a_killed_node_reports_not_delivered_and_expires() {
         if ready {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "node K never ready");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node K never ready; its log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         tokio::task::yield_now().await;
     }
     let ws_addr = format!("127.0.0.1:{ws}").parse().unwrap();
@@ -126,5 +131,6 @@ async fn a_killed_node_reports_not_delivered_and_expires() {
     }
     // Then its location expires by TTL: the user is offline.
     wait_sessions_on(&a, 4301, &[]).await;
+    let _ = std::fs::remove_file(&log);
     a.stop();
 }

@@ -18,10 +18,10 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// The suite's server (`IMGW_TEST_REDIS_URL`, started by `scripts/test.sh`), or one
+    /// The suite's server (`IM_GATEWAY_TEST_REDIS_URL`, started by `scripts/test.sh`), or one
     /// of this test's own when the variable is unset.
     pub fn shared() -> Self {
-        match std::env::var("IMGW_TEST_REDIS_URL") {
+        match std::env::var("IM_GATEWAY_TEST_REDIS_URL") {
             Ok(url) if !url.is_empty() => {
                 let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).unwrap_or(6379);
                 Self { url, port, child: None }
