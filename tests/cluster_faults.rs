@@ -2,7 +2,7 @@
 //! starts, serves its own users, is not ready, and joins once Redis comes); Redis
 //! restarting mid-run (every node re-subscribes and re-registers its users); a node
 //! killed with SIGKILL (pushes to its users report not delivered; its entries expire by
-//! TTL).
+//! TTL, and a live node reaps its fields in locations that the live node keeps renewing).
 
 mod common;
 use common::cluster::*;
@@ -74,7 +74,8 @@ async fn redis_restart_mid_run_resubscribes_and_reregisters() {
 async fn a_killed_node_reports_not_delivered_and_expires() {
     let redis = Redis::shared();
     let p = prefix("sigkill");
-    let a = ready_node(&redis, &p, "A").await;
+    let a = node(&redis, &p, "A", |c| c.cluster.location_ttl_s = 2);
+    wait_ready(&a).await;
     let (ws, admin) = (free_port(), free_port());
     let log = std::env::temp_dir().join(format!("imgw-test-{}-node-k.log", std::process::id()));
     let mut killed = binary(&[
@@ -113,12 +114,16 @@ async fn a_killed_node_reports_not_delivered_and_expires() {
     }
     let ws_addr = format!("127.0.0.1:{ws}").parse().unwrap();
     let (c, _) = Client::login(ws_addr, &default_token(4301, Some(1))).await;
+    // 4302 is on both nodes: A keeps renewing its location key.
+    let (c2, _) = Client::login(ws_addr, &default_token(4302, Some(1))).await;
+    let (mut on_a, _) = Client::login(a.ws_addr(), &token(&a, 4302, Some(2))).await;
     wait_sessions_on(&a, 4301, &["K"]).await;
+    wait_sessions_on(&a, 4302, &["A", "K"]).await;
     assert_eq!(push_to(&a, &[4301], "alive").await["not_delivered"], serde_json::json!([]));
 
     killed.kill().expect("SIGKILL node K");
     killed.wait().unwrap();
-    drop(c);
+    drop((c, c2));
     // Until its entries expire, a push to its user is reported as not delivered.
     let deadline = tokio::time::Instant::now() + HANG;
     loop {
@@ -131,6 +136,10 @@ async fn a_killed_node_reports_not_delivered_and_expires() {
     }
     // Then its location expires by TTL: the user is offline.
     wait_sessions_on(&a, 4301, &[]).await;
+    // ... and the dead node's field in a location A renews is reaped.
+    wait_sessions_on(&a, 4302, &["A"]).await;
+    on_a.heartbeat(1).await;
+    drop(on_a);
     let _ = std::fs::remove_file(&log);
     a.stop();
 }

@@ -3,7 +3,7 @@
 //!
 //! Keys (`{p}` = `cluster.key_prefix`, default `im:`):
 //! - `{p}location:{uid}` HASH session name -> gateway id, TTL `location_ttl_s`;
-//! - `{p}gateway:{gw}:users` SET of this node's users, TTL `location_ttl_s`;
+//! - `{p}gateway:{gw}:users` SET of this node's users, TTL 3 x `location_ttl_s`;
 //! - `{p}gateways` ZSET gateway id -> last heartbeat (ms since the epoch);
 //! - `{p}push:{gw}`, `{p}push:all` pub/sub channels carrying `Downstream`;
 //! - `{p}kick:{gw}` pub/sub channel carrying `KickNotice` (gateway to gateway);
@@ -253,10 +253,12 @@ impl Inner {
 
     /// Heartbeat, then files every local session again and renews the TTLs of its
     /// location and of this node's user set: one pass over the directory, pipelined.
+    /// Then reaps nodes whose heartbeat is older than `location_ttl_s`.
     async fn sweep(&self, node: &Node, conn: &mut MultiplexedConnection) -> Result<(), RegistryError> {
         let gw = self.gateway_id();
         let now_ms = packet::now_us() / 1000;
         self.query::<()>(conn, redis::pipe().zadd(self.keys.gateways(), gw, now_ms).ignore()).await?;
+        self.reap(conn, now_ms).await?;
         let snapshot = node.router.directory.snapshot();
         for chunk in snapshot.chunks(SWEEP_CHUNK) {
             let mut pipe = redis::pipe();
@@ -272,7 +274,25 @@ impl Inner {
             }
             self.query::<()>(conn, &pipe).await?;
         }
-        self.query::<()>(conn, redis::pipe().expire(self.keys.users(), self.ttl_s as i64).ignore()).await?;
+        // The set outlives the locations (3 x TTL) so that the reaper of a dead node can
+        // still read it; it is gone in any case soon after.
+        self.query::<()>(conn, redis::pipe().expire(self.keys.users(), 3 * self.ttl_s as i64).ignore()).await?;
+        Ok(())
+    }
+
+    /// Removes the entries of nodes that stopped beating `location_ttl_s` ago (killed
+    /// without draining). A location whose user is still online elsewhere is renewed by
+    /// that node's sweep, so TTL alone would keep a dead node's field in it; this removes
+    /// it. Idempotent: every node may reap the same dead node.
+    async fn reap(&self, conn: &mut MultiplexedConnection, now_ms: i64) -> Result<(), RegistryError> {
+        let cutoff = now_ms - 1000 * self.ttl_s as i64;
+        let (dead,): (Vec<String>,) =
+            self.query(conn, redis::pipe().zrangebyscore(self.keys.gateways(), "-inf", cutoff)).await?;
+        for gone in dead.iter().filter(|g| g.as_str() != self.gateway_id()) {
+            let keys = Keys { prefix: self.keys.prefix.clone(), gateway_id: gone.clone() };
+            self.remove_gateway(conn, &keys).await?;
+            info!(gateway_id = %gone, "reaped a node that stopped beating");
+        }
         Ok(())
     }
 
@@ -400,26 +420,30 @@ impl Inner {
     /// Removes this node's entries (stop, drain): its sessions' location fields, its
     /// user set and its heartbeat.
     async fn remove_all(&self, conn: &mut MultiplexedConnection) -> Result<(), RegistryError> {
-        let gw = self.gateway_id();
-        let (members,): (Vec<String>,) = self.query(conn, redis::pipe().smembers(self.keys.users())).await?;
+        self.remove_gateway(conn, &self.keys.clone()).await
+    }
+
+    /// Removes the entries of the node `keys` names.
+    async fn remove_gateway(&self, conn: &mut MultiplexedConnection, keys: &Keys) -> Result<(), RegistryError> {
+        let gw = keys.gateway_id.as_str();
+        let (members,): (Vec<String>,) = self.query(conn, redis::pipe().smembers(keys.users())).await?;
         let users: Vec<i64> = members.iter().filter_map(|m| m.parse().ok()).collect();
         for chunk in users.chunks(SWEEP_CHUNK) {
             let mut pipe = redis::pipe();
             for &u in chunk {
-                pipe.hgetall(self.keys.location(u));
+                pipe.hgetall(keys.location(u));
             }
             let maps: Vec<HashMap<String, String>> = self.query(conn, &pipe).await?;
             let mut pipe = redis::pipe();
             for (&u, map) in chunk.iter().zip(&maps) {
                 let ours: Vec<&String> = map.iter().filter(|(_, o)| o.as_str() == gw).map(|(f, _)| f).collect();
                 if !ours.is_empty() {
-                    pipe.hdel(self.keys.location(u), ours).ignore();
+                    pipe.hdel(keys.location(u), ours).ignore();
                 }
             }
             self.query::<()>(conn, &pipe).await?;
         }
-        self.query::<()>(conn, redis::pipe().del(self.keys.users()).ignore().zrem(self.keys.gateways(), gw).ignore())
-            .await
+        self.query::<()>(conn, redis::pipe().del(keys.users()).ignore().zrem(keys.gateways(), gw).ignore()).await
     }
 
     /// Connected: reconcile, then serve session changes, sweeps and pub/sub until Redis
