@@ -596,6 +596,20 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("sometimes") && err.contains("sessions.multi_login"), "{err}");
+        let err = Config::load(None::<&Path>, env(&[("IMGW_CLUSTER_LOCATION_TTL_S", "5")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster.location_ttl_s"), "TTL must exceed the sweep interval: {err}");
+        let ok = Config::load(
+            None::<&Path>,
+            env(&[("IMGW_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/"), ("IMGW_CLUSTER_KEY_PREFIX", "x:")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.cluster.redis_url.as_deref(), ok.cluster.key_prefix.as_str()),
+            (Some("redis://127.0.0.1:6379/"), "x:")
+        );
         assert!(!err.contains('\n'), "one line: {err}");
     }
 }
