@@ -91,7 +91,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
             Ok(r) => kick(node, r).await,
             Err(e) => e,
         },
-        (Method::GET, "/v1/online") => online(node, req.uri().query().unwrap_or("")),
+        (Method::GET, "/v1/online") => online(node, req.uri().query().unwrap_or("")).await,
         (Method::GET, "/v1/stats") => {
             let shards = gather_stats(node).await;
             json(StatusCode::OK, stats_json(node, &shards))
@@ -107,6 +107,11 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         (Method::GET, "/readyz") => {
             if node.draining.load(Ordering::Relaxed) {
                 json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "ready": false, "reason": "draining" }))
+            } else if !node.registry.connected() {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "ready": false, "reason": "registry unavailable (redis not connected)" }),
+                )
             } else {
                 json(StatusCode::OK, serde_json::json!({ "ready": true }))
             }
@@ -189,18 +194,45 @@ async fn push(node: &Arc<Node>, req: PushRequest) -> Reply {
     // receiver_id is the user when the push names exactly one; the frame is encoded
     // once for every recipient, so a list push carries msg.receiver_id (default 0).
     let receiver = if req.user_ids.len() == 1 { req.user_ids[0] } else { 0 };
-    let frame = packet::frame(Command::Push, 0, &req.msg.into_push(receiver));
+    let msg = req.msg.into_push(receiver);
+    let frame = packet::frame(Command::Push, 0, &msg);
+    // Users on this node first, straight to their shards (no Redis involved) ...
+    let local: Vec<bool> =
+        req.user_ids.iter().map(|&u| node.router.directory.with_sessions(u, |_| ()).is_some()).collect();
     let report = node.router.push(&req.user_ids, frame).await;
-    json(
-        StatusCode::OK,
-        serde_json::json!({ "users": req.user_ids.len(), "online_users": report.online_users, "shards": report.shards }),
-    )
+    // ... then their sessions on other nodes, through each node's channel.
+    let remote = node.registry.push(&req.user_ids, &msg).await;
+    let (taken, nodes, registry_error) = match remote {
+        Ok(r) => (r.taken, r.nodes, None),
+        Err(e) => (vec![false; req.user_ids.len()], 0, Some(e.to_string())),
+    };
+    let delivered = |i: usize| local[i] || taken[i];
+    let not_delivered: Vec<i64> =
+        req.user_ids.iter().enumerate().filter(|&(i, _)| !delivered(i)).map(|(_, &u)| u).collect();
+    let mut body = serde_json::json!({
+        "users": req.user_ids.len(),
+        "online_users": req.user_ids.len() - not_delivered.len(),
+        "local_users": report.online_users,
+        "shards": report.shards,
+        "nodes": nodes,
+        "not_delivered": not_delivered,
+    });
+    if let Some(e) = registry_error {
+        body["registry_error"] = e.into();
+    }
+    json(StatusCode::OK, body)
 }
 
 async fn broadcast(node: &Arc<Node>, req: BroadcastRequest) -> Reply {
-    let frame = packet::frame(Command::Push, 0, &req.msg.into_push(0));
+    let msg = req.msg.into_push(0);
+    let frame = packet::frame(Command::Push, 0, &msg);
     let report = node.router.broadcast(frame).await;
-    json(StatusCode::OK, serde_json::json!({ "online_users": report.online_users, "shards": report.shards }))
+    let mut body = serde_json::json!({ "online_users": report.online_users, "shards": report.shards });
+    match node.registry.broadcast(&msg).await {
+        Ok(nodes) => body["nodes"] = nodes.into(),
+        Err(e) => body["registry_error"] = e.to_string().into(),
+    }
+    json(StatusCode::OK, body)
 }
 
 async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
@@ -209,10 +241,15 @@ async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
     }
     let reason = req.reason.unwrap_or_else(|| "kicked by admin".to_string());
     let kicked = node.router.kick(req.user_id, req.platform, &reason).await;
-    json(StatusCode::OK, serde_json::json!({ "user_id": req.user_id, "kicked": kicked }))
+    let mut body = serde_json::json!({ "user_id": req.user_id, "kicked": kicked });
+    match node.registry.kick(req.user_id, req.platform, &reason).await {
+        Ok(remote) => body["kicked"] = (kicked + remote).into(),
+        Err(e) => body["registry_error"] = e.to_string().into(),
+    }
+    json(StatusCode::OK, body)
 }
 
-fn online(node: &Arc<Node>, query: &str) -> Reply {
+async fn online(node: &Arc<Node>, query: &str) -> Reply {
     let raw = query.split('&').find_map(|kv| kv.strip_prefix("user_ids=")).unwrap_or("");
     let mut ids = Vec::new();
     for part in raw.split(',').filter(|p| !p.is_empty()) {
@@ -225,22 +262,40 @@ fn online(node: &Arc<Node>, query: &str) -> Reply {
         return error(StatusCode::BAD_REQUEST, "user_ids=1,2,... is required");
     }
     let gateway = node.gateway_id();
+    let (remote, registry_error) = match node.registry.locate(&ids).await {
+        Ok(r) => (r, None),
+        Err(e) => (vec![Vec::new(); ids.len()], Some(e.to_string())),
+    };
     let users: Vec<serde_json::Value> = ids
         .iter()
-        .map(|&id| {
-            let sessions: Vec<serde_json::Value> = node
+        .zip(remote)
+        .map(|(&id, remote)| {
+            let mut sessions: Vec<serde_json::Value> = node
                 .router
                 .directory
                 .with_sessions(id, |s| {
                     s.iter()
-                        .map(|l| serde_json::json!({ "platform": l.platform, "gateway_id": gateway, "shard": l.shard, "session_id": node.session_string(l.session) }))
+                        .map(|l| serde_json::json!({ "platform": l.platform, "gateway_id": gateway, "shard": l.shard, "session_id": node.session_string(l.session, l.platform) }))
                         .collect()
                 })
                 .unwrap_or_default();
+            // Sessions on other nodes: platform and shard come from the session name.
+            sessions.extend(remote.into_iter().map(|r| {
+                serde_json::json!({
+                    "platform": r.name.map(|n| n.platform),
+                    "gateway_id": r.gateway_id,
+                    "shard": r.name.map(|n| n.shard()),
+                    "session_id": r.session_id,
+                })
+            }));
             serde_json::json!({ "user_id": id, "online": !sessions.is_empty(), "sessions": sessions })
         })
         .collect();
-    json(StatusCode::OK, serde_json::json!({ "users": users }))
+    let mut body = serde_json::json!({ "users": users });
+    if let Some(e) = registry_error {
+        body["registry_error"] = e.into();
+    }
+    json(StatusCode::OK, body)
 }
 
 /// Asks every shard for its figures (merge on read).
@@ -271,5 +326,6 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
         "max_connections": node.max_connections,
         "open_connections": node.open.load(Ordering::Relaxed),
         "draining": node.draining.load(Ordering::Relaxed),
+        "cluster": { "registry": node.registry.kind(), "connected": node.registry.connected() },
     })
 }

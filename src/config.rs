@@ -235,13 +235,42 @@ pub struct AdminConfig {
 pub struct ClusterConfig {
     /// `redis://host:port/db`; unset = embedded single-node registry.
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key. Default `im:`.
+    /// Prefix of every Redis key and channel. Default `im:`.
     pub key_prefix: String,
+    /// TTL of `{prefix}location:{uid}` and of this node's user set, s: a node that dies
+    /// without draining vanishes from the registry this long after its last sweep.
+    /// Default 60.
+    pub location_ttl_s: u64,
+    /// Every this often the node renews the TTLs of its users' locations, re-files any
+    /// that are missing, and beats in `{prefix}gateways`, s. Must be below
+    /// `location_ttl_s`. Default 20.
+    pub sweep_interval_s: u64,
+    /// `MAXLEN ~` of `XADD {prefix}upstream`; 0 = no cap. Default 1000000.
+    pub upstream_maxlen: u64,
+    /// A Redis command (or pipeline) not answered within this is failed (an UPSTREAM
+    /// then gets ERROR 3), ms. Default 2000.
+    pub command_timeout_ms: u64,
+    /// Reconnect back-off cap while Redis is unreachable, ms (starts at 100, doubles).
+    /// Default 1000.
+    pub reconnect_max_ms: u64,
+    /// Capacity of each queue from the shards to the Redis client (session changes,
+    /// UPSTREAMs), entries. A full queue refuses an UPSTREAM (ERROR 3) and schedules a
+    /// full re-sync of the registry. Default 65536.
+    pub queue: usize,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { redis_url: None, key_prefix: "im:".to_string() }
+        Self {
+            redis_url: None,
+            key_prefix: "im:".to_string(),
+            location_ttl_s: 60,
+            sweep_interval_s: 20,
+            upstream_maxlen: 1_000_000,
+            command_timeout_ms: 2000,
+            reconnect_max_ms: 1000,
+            queue: 65_536,
+        }
     }
 }
 
@@ -402,6 +431,25 @@ impl Config {
         if self.cluster.key_prefix.is_empty() {
             return bad("cluster.key_prefix", "must not be empty");
         }
+        let k = &self.cluster;
+        if k.sweep_interval_s == 0 {
+            return bad("cluster.sweep_interval_s", "must be at least 1");
+        }
+        if k.location_ttl_s <= k.sweep_interval_s {
+            return bad(
+                "cluster.location_ttl_s",
+                format!("must exceed sweep_interval_s ({} <= {})", k.location_ttl_s, k.sweep_interval_s),
+            );
+        }
+        if k.command_timeout_ms == 0 {
+            return bad("cluster.command_timeout_ms", "must be at least 1");
+        }
+        if k.reconnect_max_ms < 100 {
+            return bad("cluster.reconnect_max_ms", "must be at least 100");
+        }
+        if k.queue == 0 {
+            return bad("cluster.queue", "must be at least 1");
+        }
         if let Some(url) = &self.cluster.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
                 return bad("cluster.redis_url", format!("must start with redis:// (got {url:?})"));
@@ -556,6 +604,20 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("sometimes") && err.contains("sessions.multi_login"), "{err}");
+        let err = Config::load(None::<&Path>, env(&[("IMGW_CLUSTER_LOCATION_TTL_S", "5")]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster.location_ttl_s"), "TTL must exceed the sweep interval: {err}");
+        let ok = Config::load(
+            None::<&Path>,
+            env(&[("IMGW_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/"), ("IMGW_CLUSTER_KEY_PREFIX", "x:")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.cluster.redis_url.as_deref(), ok.cluster.key_prefix.as_str()),
+            (Some("redis://127.0.0.1:6379/"), "x:")
+        );
         assert!(!err.contains('\n'), "one line: {err}");
     }
 }

@@ -361,7 +361,7 @@ impl Connection {
         shard.sessions.borrow_mut().remove(self.conn.id);
         let user = self.conn.user_id.get();
         if user != 0 {
-            shard.node.router.directory.unregister(user, self.conn.id);
+            shard.unbind_session(user, self.conn.id);
         }
         debug!(shard = shard.id, conn = self.conn.id, user_id = user, code, "connection closed");
     }

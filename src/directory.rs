@@ -60,10 +60,10 @@ impl Directory {
     }
 
     /// Removes `session` from `user`'s entry (no-op if it is not there any more, e.g.
-    /// because a newer login displaced it).
-    pub fn unregister(&self, user: i64, session: u64) {
+    /// because a newer login displaced it). Returns what was removed.
+    pub fn unregister(&self, user: i64, session: u64) -> Option<SessionLoc> {
         let users = self.users.pin();
-        users.compute(user, |entry| match entry {
+        let result = users.compute(user, |entry| match entry {
             Some((_, old)) if old.iter().any(|o| o.session == session) => {
                 let next: Vec<SessionLoc> = old.iter().filter(|o| o.session != session).copied().collect();
                 if next.is_empty() {
@@ -74,6 +74,19 @@ impl Directory {
             }
             _ => papaya::Operation::Abort(()),
         });
+        match result {
+            papaya::Compute::Updated { old: (_, old), .. } | papaya::Compute::Removed(_, old) => {
+                old.iter().find(|o| o.session == session).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// Every user with their sessions, at about this moment (the cluster registry's
+    /// sweep walks it on the control plane; never on a shard's hot path).
+    pub fn snapshot(&self) -> Vec<(i64, Vec<SessionLoc>)> {
+        let users = self.users.pin();
+        users.iter().map(|(u, s)| (*u, s.clone())).collect()
     }
 
     /// Calls `f` with `user`'s sessions, if the user is online here.
@@ -113,8 +126,9 @@ mod tests {
         kicked.sort_by_key(|l| l.session);
         assert_eq!(kicked, vec![loc(2, 1, 1), loc(3, 3, 1)]);
         assert!(d.register(1, loc(5, 5, 1), MultiLogin::Allow).is_empty());
-        d.unregister(1, 4);
-        d.unregister(1, 4);
+        assert_eq!(d.unregister(1, 4), Some(loc(4, 5, 0)));
+        assert_eq!(d.unregister(1, 4), None);
+        assert_eq!(d.snapshot(), vec![(1, vec![loc(5, 5, 1)])]);
         assert_eq!(d.with_sessions(1, <[SessionLoc]>::to_vec), Some(vec![loc(5, 5, 1)]));
         d.unregister(1, 5);
         assert_eq!(d.users(), 0);

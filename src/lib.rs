@@ -13,6 +13,8 @@
 //! - [`directory`]: the lock-free user -> sessions map, the only cross-shard structure,
 //!   which also orders racing logins.
 //! - [`router`]: the routing facade and the messages shards exchange.
+//! - [`registry`]: where users are beyond this node: the `Registry` trait, embedded
+//!   (single node) or Redis (cluster mode), driven from the control-plane thread.
 //! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
 //!   tokens, configuration, close codes, packet building, wire types, counters, rlimits.
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod packet;
 pub mod prometheus;
 pub mod proto;
+pub mod registry;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -22,6 +22,9 @@ pub enum ShardMsg {
     Broadcast { frame: Bytes },
     /// Kick one session: send `frame` (a KICK packet), then close 4003.
     Kick { session: u64, reason: String, frame: Bytes },
+    /// Queue `frame` (an answer that came back from the control plane, e.g. to an
+    /// UPSTREAM handed to Redis) to `session`, if it is still there.
+    Reply { session: u64, frame: Bytes },
     /// Answer with this shard's figures.
     Stats { reply: flume::Sender<(usize, ShardStats)> },
     /// Stop accepting, close every client with 1001 (retry hint spread over
@@ -125,6 +128,14 @@ impl Router {
             }
         }
         kicked
+    }
+}
+
+impl Router {
+    /// Kicks one session of this node on `shard` (a cross-node kick).
+    pub async fn kick_session(&self, shard: usize, session: u64, reason: &str) -> bool {
+        let msg = ShardMsg::Kick { session, reason: reason.to_string(), frame: kick_frame(reason) };
+        self.mesh.send_async(shard, msg).await.is_ok()
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! [`Gateway::start`] brings services up in dependency order — limits, client
 //! listeners (refusing a port somebody listens on), the location directory and shard
-//! inboxes, the shards, then the control-plane thread (admin API) — and returns once
+//! inboxes, the shards, then the control-plane thread (admin API and the cluster
+//! registry's connection, which keeps retrying if Redis is down) — and returns once
 //! all of them run. [`Gateway::shutdown`] drains in reverse: the node stops admitting,
 //! every shard stops accepting and closes its clients with 1001 and a jittered
 //! `retry_after_ms`, the shards stop, then the control plane. Tests start a real
@@ -43,6 +44,10 @@ pub enum StartError {
     /// The control-plane thread.
     #[error("control plane: {0}")]
     Control(String),
+    /// The cluster registry (e.g. a `cluster.redis_url` that does not parse). Redis
+    /// being down is not a start-up error: the node starts and keeps retrying.
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// A running gateway.
@@ -78,13 +83,16 @@ impl Gateway {
 
         let mesh = Mesh::<ShardMsg>::new(shard_count, config.server.shard_inbox);
         let directory = Arc::new(Directory::new());
+        let boot_nonce = fastrand::u32(..);
+        let registry = crate::registry::from_config(&config, boot_nonce)?;
         let node = Arc::new(Node {
             verifier,
             router: Router::new(directory, mesh.sender.clone()),
             open: AtomicUsize::new(0),
             max_connections,
             draining: AtomicBool::new(false),
-            boot_nonce: fastrand::u32(..),
+            boot_nonce,
+            registry,
             config,
         });
 
@@ -136,7 +144,8 @@ impl Gateway {
                             }
                         };
                         let _ = ready_tx.send(Ok(()));
-                        crate::admin::serve(listener, node, stop_rx).await;
+                        let registry = node.registry.run(node.clone(), stop_rx.clone());
+                        tokio::join!(crate::admin::serve(listener, node, stop_rx), registry);
                     });
                 })
                 .map_err(|e| StartError::Control(e.to_string()))?;

@@ -45,6 +45,9 @@ pub struct Node {
     pub draining: AtomicBool,
     /// Random per start, part of every session id string.
     pub boot_nonce: u32,
+    /// Where users are beyond this node (embedded, or Redis in cluster mode). Shards
+    /// only hand it session changes and UPSTREAMs; it never blocks them.
+    pub registry: Arc<dyn crate::registry::Registry>,
 }
 
 impl Node {
@@ -53,9 +56,10 @@ impl Node {
         &self.config.server.gateway_id
     }
 
-    /// The string form of a session id (unique across nodes and restarts).
-    pub fn session_string(&self, id: u64) -> String {
-        format!("{:08x}-{id:x}", self.boot_nonce)
+    /// The string form of a session id (unique across nodes and restarts; it also
+    /// names the session in the cluster registry, see [`crate::registry::SessionName`]).
+    pub fn session_string(&self, id: u64, platform: i32) -> String {
+        crate::registry::SessionName { nonce: self.boot_nonce, id, platform }.to_string()
     }
 }
 
@@ -157,14 +161,27 @@ impl Shard {
         self.sessions.borrow_mut().bind_user(conn);
         let loc = SessionLoc { session: conn.id, platform: conn.platform.get(), shard: self.id as u16 };
         let policy = self.node.config.sessions.multi_login;
-        let displaced = self.node.router.directory.register(conn.user_id.get(), loc, policy);
+        let user = conn.user_id.get();
+        let displaced = self.node.router.directory.register(user, loc, policy);
+        let registry = &self.node.registry;
+        registry.opened(user, loc);
         if displaced.is_empty() {
             return;
         }
         let reason = "replaced by a newer login";
         let frame = crate::router::kick_frame(reason);
         for old in displaced {
+            // Out of the directory already: tell the registry here, the kick will not.
+            registry.closed(user, old);
             self.kick(old, reason, frame.clone());
+        }
+    }
+
+    /// Takes a session out of the directory and the registry (a no-op when it is not
+    /// there any more).
+    pub fn unbind_session(&self, user: i64, session: u64) {
+        if let Some(loc) = self.node.router.directory.unregister(user, session) {
+            self.node.registry.closed(user, loc);
         }
     }
 
@@ -188,7 +205,7 @@ impl Shard {
                 // A kicked session is over now, not when its client gets round to
                 // closing the socket: take it out of the directory (a no-op when a newer
                 // login displaced it there already).
-                self.node.router.directory.unregister(conn.user_id.get(), session);
+                self.unbind_session(conn.user_id.get(), session);
             }
         }
     }
@@ -269,6 +286,11 @@ impl Shard {
             ShardMsg::Push { users, frame } => self.deliver(&users, &frame),
             ShardMsg::Broadcast { frame } => self.broadcast(&frame),
             ShardMsg::Kick { session, reason, frame } => self.kick_local(session, &reason, frame),
+            ShardMsg::Reply { session, frame } => {
+                if let Some(conn) = self.sessions.borrow().get(session) {
+                    conn.reply(frame);
+                }
+            }
             ShardMsg::Stats { reply } => {
                 let sessions = self.sessions.borrow();
                 let queued: u64 = sessions.all().map(|c| c.queued() as u64).sum();

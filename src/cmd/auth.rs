@@ -43,7 +43,7 @@ pub fn establish(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, identity: Identity, p
     let node = &shard.node;
     let result = AuthResult {
         user_id: identity.user_id,
-        session_id: node.session_string(conn.id),
+        session_id: node.session_string(conn.id, platform),
         gateway_id: node.gateway_id().to_string(),
         shard: shard.id as u32,
         heartbeat_interval_s: node.config.connection.heartbeat_interval_s as u32,

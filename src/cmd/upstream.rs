@@ -1,4 +1,7 @@
-//! UPSTREAM: a client sends a message. Embedded mode (no Redis) delivers it straight to
+//! UPSTREAM: a client sends a message. In cluster mode it goes to the upstream bus
+//! (`XADD {prefix}upstream`, on the control plane); the answer, UPSTREAM with the stream
+//! id as `bus_id` or ERROR UPSTREAM_UNAVAILABLE, both with the request's `seq`, comes
+//! back through the shard's inbox. Embedded mode (no Redis) delivers it straight to
 //! `receiver_id`'s connections on this node as a PUSH with `sender_id` = the sender,
 //! and answers with an `UpstreamResult` whose `bus_id` is `local-<msg_id>`. A receiver
 //! that is not online gets nothing, and the sender an ERROR (RECEIVER_OFFLINE): nothing
@@ -26,6 +29,22 @@ pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
             return Err(CloseReason::RateLimited);
         }
         ctx.conn.reply(packet::error(ctx.seq, error_code::RATE_LIMITED, "rate limited: slow down"));
+        return Ok(());
+    }
+    let registry = &ctx.shard.node.registry;
+    if registry.has_bus() {
+        let job = crate::registry::UpstreamJob {
+            user: ctx.conn.user_id.get(),
+            session: ctx.conn.id,
+            platform: ctx.conn.platform.get(),
+            shard: ctx.shard.id,
+            seq: ctx.seq,
+            body: prost::Message::encode_to_vec(&msg),
+        };
+        if let Err(why) = registry.upstream(job) {
+            metrics::inc(&ctx.shard.metrics.drops);
+            ctx.conn.reply(packet::error(ctx.seq, error_code::UPSTREAM_UNAVAILABLE, why));
+        }
         return Ok(());
     }
     if msg.receiver_id <= 0 {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use futures_util::{SinkExt, StreamExt};
 use im_gateway::config::Config;
 use im_gateway::proto::{self, Command, Header, Packet};
