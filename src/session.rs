@@ -55,6 +55,38 @@ impl Outbox {
         false
     }
 
+    /// The unsent bytes of up to `out.len()` frames from the front, as slices for one
+    /// vectored write; returns how many were filled.
+    pub fn slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, f) in self.frames.iter().take(out.len()).enumerate() {
+            out[i] = std::io::IoSlice::new(if i == 0 { &f[self.head_sent..] } else { f });
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks `n` bytes from the front as written, across frames; returns how many
+    /// frames completed.
+    pub fn advance_by(&mut self, mut n: usize) -> usize {
+        let mut done = 0;
+        while n > 0 {
+            let Some(front) = self.frames.front() else { break };
+            let step = n.min(front.len() - self.head_sent);
+            n -= step;
+            done += usize::from(self.advance(step));
+        }
+        done
+    }
+
+    /// Puts `frame` before everything queued (the rest of the upgrade response, which
+    /// must reach the peer first).
+    pub fn push_front(&mut self, frame: Bytes) {
+        debug_assert_eq!(self.head_sent, 0);
+        self.bytes += frame.len();
+        self.frames.push_front(frame);
+    }
+
     /// Frames waiting.
     pub fn len(&self) -> usize {
         self.frames.len()
@@ -357,6 +389,29 @@ impl SessionTable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vectored_writes_advance_across_frames() {
+        let mut ob = Outbox::default();
+        for f in [&b"abc"[..], b"de", b"fghi"] {
+            ob.push(Bytes::copy_from_slice(f));
+        }
+        let mut slices = [std::io::IoSlice::new(&[]); 2];
+        assert_eq!(ob.slices(&mut slices), 2);
+        assert_eq!((&*slices[0], &*slices[1]), (&b"abc"[..], &b"de"[..]));
+        // 4 bytes: the first frame and one byte of the second.
+        assert_eq!(ob.advance_by(4), 1);
+        assert_eq!(ob.head(), Some(&b"e"[..]));
+        let mut slices = [std::io::IoSlice::new(&[]); 8];
+        assert_eq!(ob.slices(&mut slices), 2);
+        assert_eq!(&*slices[0], b"e");
+        assert_eq!(ob.advance_by(5), 2);
+        assert!(ob.is_empty());
+        ob.push(Bytes::from_static(b"x"));
+        ob.push_front(Bytes::from_static(b"HTTP"));
+        assert_eq!(ob.head(), Some(&b"HTTP"[..]));
+        assert_eq!(ob.advance_by(5), 2);
+    }
+
     use super::*;
 
     #[test]
