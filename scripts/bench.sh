@@ -32,9 +32,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ $QUICK == 1 ]]; then
-    CONNS=${CONNS:-18000}; HOLD_S=10; PUSH_S=8; FLOOR_PUSH_S=5; ROUNDS=5
+    CONNS=${CONNS:-18000}; HOLD_S=10; PUSH_S=8; FLOOR_ROUNDS=20; ROUNDS=5
 else
-    CONNS=${CONNS:-19000}; HOLD_S=60; PUSH_S=30; FLOOR_PUSH_S=15; ROUNDS=15
+    CONNS=${CONNS:-19000}; HOLD_S=60; PUSH_S=30; FLOOR_ROUNDS=60; ROUNDS=15
 fi
 # Connections for the push phases: all of them; pushes go to batches of 100 users.
 BATCH=100
@@ -113,7 +113,7 @@ lt() { "$LT" --target "$TARGET" --admin "$ADMIN" --gateway-pid "$GW_PID" --json 
 
 echo "== floor: raw TCP accept and push floors, $CONNS sockets (no gateway)"
 "$LT" --json floor --connections "$CONNS" --rate 0 --threads "$SHARDS" --content-bytes "$CONTENT" \
-    --push-s "$FLOOR_PUSH_S" --rounds "$ROUNDS" >"$OUT/floor.json"
+    --push-rounds "$FLOOR_ROUNDS" --rounds "$ROUNDS" >"$OUT/floor.json"
 
 echo "== hold: $CONNS idle authenticated connections on a fresh gateway, ${HOLD_S}s"
 start_gateway

@@ -6,7 +6,9 @@
 //!   connection counted when that byte arrives;
 //! - push floor: the same number of loopback sockets, the server side writing payloads
 //!   of the push frame's size round-robin (one `write` per payload, as the gateway
-//!   writes one frame per recipient), the client side reading; payloads read per second.
+//!   writes one frame per recipient; `--push-rounds` to each socket, so little is in
+//!   flight per socket, as for a gateway whose clients keep up), the client side
+//!   reading; payloads read per second.
 //! - fan-out floor: one payload to each socket, once; time until every one is read
 //!   (the bound under the gateway's broadcast figure on the same box).
 //!
@@ -43,9 +45,8 @@ pub fn push_frame_len(content_bytes: usize) -> usize {
 }
 
 /// The floor server: prints `LISTEN addr`, accepts on `threads` listeners, and on a
-/// stdin line `push SIZE MS` writes SIZE-byte payloads round-robin to every accepted
-/// socket for MS milliseconds (MS = 0: exactly one payload to each), then prints
-/// `DONE bytes`.
+/// stdin line `push SIZE ROUNDS` writes ROUNDS payloads of SIZE bytes to every accepted
+/// socket, round-robin (one `write` each), then prints `DONE bytes`.
 pub fn server(threads: usize, backlog: i32) -> Result<()> {
     let threads = threads.max(1);
     let mut listeners: Vec<TcpListener> = Vec::new();
@@ -86,14 +87,13 @@ pub fn server(threads: usize, backlog: i32) -> Result<()> {
         if words.next() != Some("push") {
             continue;
         }
-        let size: usize = words.next().and_then(|w| w.parse().ok()).context("push SIZE MS")?;
-        let ms: u64 = words.next().and_then(|w| w.parse().ok()).context("push SIZE MS")?;
-        let deadline = (ms > 0).then(|| Instant::now() + Duration::from_millis(ms));
+        let size: usize = words.next().and_then(|w| w.parse().ok()).context("push SIZE ROUNDS")?;
+        let rounds: usize = words.next().and_then(|w| w.parse().ok()).context("push SIZE ROUNDS")?;
         let blasters: Vec<_> = groups
             .iter()
             .map(|group| {
                 let group = group.clone();
-                std::thread::spawn(move || blast(&mut group.lock().unwrap(), size, deadline))
+                std::thread::spawn(move || blast(&mut group.lock().unwrap(), size, rounds))
             })
             .collect();
         let bytes: u64 = blasters.into_iter().map(|b| b.join().unwrap_or(0)).sum();
@@ -103,46 +103,27 @@ pub fn server(threads: usize, backlog: i32) -> Result<()> {
     Ok(())
 }
 
-/// Writes `size`-byte payloads round-robin until `deadline` (`None`: one whole payload
-/// to each socket); returns bytes written.
-fn blast(socks: &mut [TcpStream], size: usize, deadline: Option<Instant>) -> u64 {
+/// Writes `rounds` payloads of `size` bytes to each socket, round-robin; returns bytes
+/// written. What is in flight per socket stays small (rounds x size), as it does for a
+/// gateway whose clients keep up, so the kernel never enters memory pressure.
+fn blast(socks: &mut [TcpStream], size: usize, rounds: usize) -> u64 {
     let payload = vec![0x5a_u8; size];
-    let Some(deadline) = deadline else {
-        let mut written = 0;
+    let mut written = 0;
+    for s in socks.iter() {
+        let _ = s.set_nonblocking(false);
+    }
+    for _ in 0..rounds {
         for s in socks.iter_mut() {
-            let _ = s.set_nonblocking(false);
             if s.write_all(&payload).is_ok() {
                 written += size as u64;
             }
-        }
-        return written;
-    };
-    use std::io::ErrorKind::WouldBlock;
-    let mut offset = vec![0usize; socks.len()];
-    let mut written = 0u64;
-    for s in socks.iter() {
-        let _ = s.set_nonblocking(true);
-    }
-    'outer: loop {
-        for (s, off) in socks.iter_mut().zip(offset.iter_mut()) {
-            match s.write(&payload[*off..]) {
-                Ok(n) => {
-                    written += n as u64;
-                    *off = (*off + n) % size;
-                }
-                Err(e) if e.kind() == WouldBlock => {}
-                Err(_) => {}
-            }
-        }
-        if Instant::now() >= deadline {
-            break 'outer;
         }
     }
     written
 }
 
 /// The client side of both floors.
-pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64, rounds: usize) -> Result<Value> {
+pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_rounds: usize, rounds: usize) -> Result<Value> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
         .arg("floor-server")
@@ -225,30 +206,18 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64,
             }
         }));
     }
-    let ms = (push_s * 1000.0) as u64;
-    let before = read.load(Ordering::SeqCst);
+    // Push floor: `push_rounds` payloads to every socket; time until all are read.
     let t0 = Instant::now();
-    stdin.write_all(format!("push {size} {ms}\n").as_bytes()).await?;
-    let done = lines.next_line().await?.ok_or_else(|| anyhow!("floor-server exited"))?;
+    let written = round_trip(&mut stdin, &mut lines, &read, size, push_rounds, accepted).await?;
     let push_elapsed = t0.elapsed().as_secs_f64();
-    let after = read.load(Ordering::SeqCst);
-    let written: u64 = done.strip_prefix("DONE ").and_then(|b| b.parse().ok()).unwrap_or(0);
-    // Let the readers catch up with the push floor's tail before the fan-out rounds.
-    drain_reads(&read).await;
+    let payloads_read = written / size as u64;
 
     // Fan-out floor: one payload to every socket; time until all of it is read.
     let mut fanout_ms = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        let before = read.load(Ordering::SeqCst);
-        let want = before + accepted * size as u64;
         let t0 = Instant::now();
-        stdin.write_all(format!("push {size} 0\n").as_bytes()).await?;
-        let deadline = t0 + Duration::from_secs(10);
-        while read.load(Ordering::SeqCst) < want && Instant::now() < deadline {
-            tokio::task::yield_now().await;
-        }
+        round_trip(&mut stdin, &mut lines, &read, size, 1, accepted).await?;
         fanout_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        lines.next_line().await?;
     }
     fanout_ms.sort_by(f64::total_cmp);
     drop(stdin);
@@ -256,7 +225,6 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64,
     for r in readers {
         r.abort();
     }
-    let payloads_read = (after - before) / size as u64;
     Ok(json!({
         "connections": accepted,
         "attempted": n,
@@ -264,7 +232,7 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64,
         "accept_elapsed_s": accept_elapsed,
         "payload_bytes": size,
         "push_s": push_elapsed,
-        "payloads_written": written / size as u64,
+        "push_rounds": push_rounds,
         "payloads_read": payloads_read,
         "raw_push_floor_per_s": payloads_read as f64 / push_elapsed,
         "raw_fanout_floor_ms": fanout_ms.get(fanout_ms.len() / 2).copied(),
@@ -273,17 +241,30 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_s: f64,
     }))
 }
 
-/// Waits until the readers have read everything in flight (no progress for 200 ms).
-async fn drain_reads(read: &AtomicU64) {
-    let mut last = read.load(Ordering::SeqCst);
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = read.load(Ordering::SeqCst);
-        if now == last {
-            return;
+/// Asks the server for `rounds` payloads to each of `sockets` and waits until the
+/// readers have them all; returns the bytes read.
+async fn round_trip(
+    stdin: &mut tokio::process::ChildStdin,
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    read: &AtomicU64,
+    size: usize,
+    rounds: usize,
+    sockets: u64,
+) -> Result<u64> {
+    let before = read.load(Ordering::SeqCst);
+    let want = sockets * (size * rounds) as u64;
+    stdin.write_all(format!("push {size} {rounds}\n").as_bytes()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Sleep-poll (1 ms timer granularity): spinning here would take the CPU the
+    // readers need.
+    while read.load(Ordering::SeqCst) - before < want {
+        if Instant::now() > deadline {
+            bail!("the floor's readers did not get everything within 60 s");
         }
-        last = now;
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
+    lines.next_line().await?.context("floor-server exited")?;
+    Ok(read.load(Ordering::SeqCst) - before)
 }
 
 pub fn print(r: &Value) {

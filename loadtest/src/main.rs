@@ -173,9 +173,9 @@ enum Cmd {
         /// Bytes of push content (the payload is a push frame of that content).
         #[arg(long, default_value_t = 64)]
         content_bytes: usize,
-        /// Seconds of the push floor.
-        #[arg(long, default_value_t = 5.0)]
-        push_s: f64,
+        /// Payloads to each socket in the push floor.
+        #[arg(long, default_value_t = 20)]
+        push_rounds: usize,
         /// Rounds of the fan-out floor (the report gives the median).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
@@ -308,9 +308,9 @@ fn main() -> Result<()> {
                 let report = reconnect::run(&common, &plan(&cli.target, conn), &args).await?;
                 emit(cli.json, &report, reconnect::print);
             }
-            Cmd::Floor { conn, threads, content_bytes, push_s, rounds } => {
-                let report =
-                    floor::run(&plan(&cli.target, conn), *threads, *content_bytes, *push_s, (*rounds).max(1)).await?;
+            Cmd::Floor { conn, threads, content_bytes, push_rounds, rounds } => {
+                let plan = plan(&cli.target, conn);
+                let report = floor::run(&plan, *threads, *content_bytes, (*push_rounds).max(1), (*rounds).max(1)).await?;
                 emit(cli.json, &report, floor::print);
             }
             Cmd::FloorServer { .. } | Cmd::Report { .. } => unreachable!("handled above"),
