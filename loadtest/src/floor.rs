@@ -123,7 +123,13 @@ fn blast(socks: &mut [TcpStream], size: usize, rounds: usize) -> u64 {
 }
 
 /// The client side of both floors.
-pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_rounds: usize, rounds: usize) -> Result<Value> {
+pub async fn run(
+    plan: &Plan,
+    threads: usize,
+    content_bytes: usize,
+    push_rounds: usize,
+    rounds: usize,
+) -> Result<Value> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
         .arg("floor-server")
@@ -139,7 +145,11 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_rounds:
     let first = lines.next_line().await?.ok_or_else(|| anyhow!("floor-server exited"))?;
     let target: SocketAddr = first.strip_prefix("LISTEN ").context("floor-server said no LISTEN")?.parse()?;
 
-    // Accept floor.
+    // Accept floor. The server's CPU per accepted connection is the figure to hold the
+    // gateway's CPU per handshake against (the client is the same for both only up to
+    // the upgrade, and on a shared box the rate is bounded by client + server together).
+    let server_pid = child.id();
+    let cpu_before = server_pid.and_then(|p| crate::sys::cpu_s(p).ok());
     let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let gap = if plan.rate > 0.0 { Duration::from_secs_f64(1.0 / plan.rate) } else { Duration::ZERO };
@@ -186,6 +196,8 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_rounds:
     }
     let accept_elapsed = started.elapsed().as_secs_f64();
     let accepted = socks.len() as u64;
+    let cpu_after = server_pid.and_then(|p| crate::sys::cpu_s(p).ok());
+    let accept_cpu_us = cpu_before.zip(cpu_after).map(|(b, a)| (a - b) * 1e6 / accepted.max(1) as f64);
     if accepted == 0 {
         bail!("the floor server accepted nothing");
     }
@@ -230,6 +242,7 @@ pub async fn run(plan: &Plan, threads: usize, content_bytes: usize, push_rounds:
         "attempted": n,
         "raw_tcp_accept_rate_per_s": accepted as f64 / accept_elapsed,
         "accept_elapsed_s": accept_elapsed,
+        "raw_accept_server_cpu_us_per_conn": accept_cpu_us,
         "payload_bytes": size,
         "push_s": push_elapsed,
         "push_rounds": push_rounds,
@@ -275,6 +288,9 @@ pub fn print(r: &Value) {
         r["attempted"],
         r["accept_elapsed_s"].as_f64().unwrap_or(0.0)
     );
+    if let Some(cpu) = r["raw_accept_server_cpu_us_per_conn"].as_f64() {
+        println!("raw accept server CPU: {cpu:.1} us per connection");
+    }
     println!(
         "raw push floor: {:.0} payloads/s of {} bytes over {} sockets",
         r["raw_push_floor_per_s"].as_f64().unwrap_or(0.0),

@@ -310,7 +310,8 @@ fn main() -> Result<()> {
             }
             Cmd::Floor { conn, threads, content_bytes, push_rounds, rounds } => {
                 let plan = plan(&cli.target, conn);
-                let report = floor::run(&plan, *threads, *content_bytes, (*push_rounds).max(1), (*rounds).max(1)).await?;
+                let report =
+                    floor::run(&plan, *threads, *content_bytes, (*push_rounds).max(1), (*rounds).max(1)).await?;
                 emit(cli.json, &report, floor::print);
             }
             Cmd::FloorServer { .. } | Cmd::Report { .. } => unreachable!("handled above"),

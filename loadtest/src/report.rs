@@ -57,6 +57,7 @@ pub fn build(dir: &Path, params: Value) -> Result<Value> {
         "pushes_lost": lost,
         "gateway_cpu_us_per_push": sat["gateway_cpu_us_per_push"],
         "gateway_cpu_us_per_handshake": storm["gateway_cpu_us_per_handshake"],
+        "raw_accept_server_cpu_us_per_conn": floor["raw_accept_server_cpu_us_per_conn"],
         "ratios": {
             "handshake_vs_accept": handshake / accept.max(1e-9),
             "push_vs_floor": push_rate / push_floor.max(1e-9),
@@ -124,8 +125,9 @@ pub fn print(r: &Value) {
     );
     println!("{:<44} {:>14} {:>18} {:>5}", "pushes lost", lost, "0", mark(lost == 0));
     println!(
-        "gateway CPU: {:.2} us per push (saturated), {:.1} us per handshake",
+        "gateway CPU: {:.2} us per push (saturated), {:.1} us per handshake (raw accept server: {:.1} us per connection)",
         f(&r["gateway_cpu_us_per_push"]),
-        f(&r["gateway_cpu_us_per_handshake"])
+        f(&r["gateway_cpu_us_per_handshake"]),
+        f(&r["raw_accept_server_cpu_us_per_conn"])
     );
 }
