@@ -74,7 +74,7 @@ fn inbound_path(c: &mut Criterion) {
                 let mut decoder = Decoder::default();
                 decoder.decode(&mut buf, 1 << 20, |m| {
                     if let Message::Binary(p) = m {
-                        black_box(Packet::decode(&*p).ok());
+                        black_box(Packet::decode(p).ok());
                     }
                     Ok::<(), FrameError>(())
                 })
