@@ -44,7 +44,7 @@ pub fn cpu_s(pid: u32) -> Result<f64> {
     stat_cpu_s(&stat).ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))
 }
 
-/// CPU seconds per thread, by thread name (`imgw-shard-0`, ...).
+/// CPU seconds per thread name (`imgw-shard-0-1`, ...).
 pub fn thread_cpu_s(pid: u32) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
@@ -52,7 +52,12 @@ pub fn thread_cpu_s(pid: u32) -> Vec<(String, f64)> {
         let path = task.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default().trim().to_string();
         if let Some(cpu) = std::fs::read_to_string(path.join("stat")).ok().as_deref().and_then(stat_cpu_s) {
-            out.push((name, cpu));
+            // Threads may share a name (glommio's helper thread takes its executor's):
+            // summed per name.
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some(slot) => slot.1 += cpu,
+                None => out.push((name, cpu)),
+            }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
