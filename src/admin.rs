@@ -114,7 +114,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         (
             _,
             "/v1/push" | "/v1/broadcast" | "/v1/kick" | "/v1/online" | "/v1/stats" | "/metrics" | "/healthz"
-            | "/readyz",
+            | "/readyz" | "/dashboard",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
@@ -262,7 +262,9 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
             "connections": total(|s| s.connections),
             "users": node.router.directory.users(),
             "handshakes": total(|s| s.handshakes),
+            "pushes_in": total(|s| s.pushes_in),
             "pushes_queued": total(|s| s.pushes_queued),
+            "pushes_out": total(|s| s.pushes_out),
             "frames_out": total(|s| s.frames_out),
             "drops": total(|s| s.drops),
             "slow_cuts": total(|s| s.slow_cuts),
@@ -271,5 +273,7 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
         "max_connections": node.max_connections,
         "open_connections": node.open.load(Ordering::Relaxed),
         "draining": node.draining.load(Ordering::Relaxed),
+        // Wall clock of this answer (Unix ms): the dashboard's rates divide by it.
+        "now_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     })
 }

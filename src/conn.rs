@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info_span, Span};
 
 /// Serves one accepted socket until it closes: the future of the connection's task.
@@ -101,6 +101,7 @@ struct Upgraded {
 /// Reads and answers the HTTP upgrade. Returns `None` when the request was refused (the
 /// answer is written) or the client vanished.
 async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> {
+    let started = Instant::now();
     let cfg = shard.config();
     let timeout = Duration::from_millis(cfg.server.handshake_timeout_ms);
     let max = cfg.server.max_handshake_bytes;
@@ -132,7 +133,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> 
         None => None,
         Some(Ok(identity)) => Some(identity),
         Some(Err(e)) => {
-            metrics::inc(&shard.metrics.auth_failures);
+            shard.metrics.auth_failed(&e);
             refuse(shard, stream, 401, &e.to_string(), None).await;
             return None;
         }
@@ -141,6 +142,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> 
         return None;
     }
     metrics::inc(&shard.metrics.handshakes);
+    shard.metrics.handshake_latency.borrow_mut().record(started.elapsed().as_micros() as u64);
     Some(Upgraded { upgrade, identity, admission, leftover })
 }
 
@@ -270,17 +272,27 @@ impl Connection {
         if self.conn.aborted() {
             return Poll::Ready(Event::Abort);
         }
-        // Write what is queued, as far as the socket takes it.
+        // Write what is queued, as far as the socket takes it. A completed push frame
+        // is timed from its router enqueue; the clock is read once per batch.
+        let mut written_at = 0;
         loop {
             let mut outbox = self.conn.outbox();
             let Some(head) = outbox.head() else { break };
             match Pin::new(&mut self.stream).poll_write(cx, head) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Failed),
-                Poll::Ready(Ok(n)) => {
-                    if outbox.advance(n) {
-                        metrics::inc(&self.shard.metrics.frames_out);
+                Poll::Ready(Ok(n)) => match outbox.advance(n) {
+                    None => {}
+                    Some(0) => metrics::inc(&self.shard.metrics.frames_out),
+                    Some(enqueued) => {
+                        let m = &self.shard.metrics;
+                        metrics::inc(&m.frames_out);
+                        metrics::inc(&m.pushes_out);
+                        if written_at == 0 {
+                            written_at = metrics::stamp();
+                        }
+                        m.push_latency.borrow_mut().record(metrics::micros_between(enqueued, written_at));
                     }
-                }
+                },
                 Poll::Pending => break,
             }
         }

@@ -24,9 +24,13 @@ pub struct QueueLimits {
 
 /// A connection's outbound queue: shared frames waiting for the socket. Empty and
 /// unallocated while the connection is idle.
+///
+/// Each frame carries the [`stamp`](crate::metrics::stamp) of its push's router enqueue
+/// (0 for replies, pongs, close frames), so the writer can time push delivery: 8 bytes
+/// in the queue's slot, nothing allocated per recipient.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<(Bytes, u64)>,
     /// Bytes queued, including the unsent part of the front frame.
     bytes: usize,
     /// How much of the front frame is already on the wire.
@@ -36,23 +40,24 @@ pub struct Outbox {
 impl Outbox {
     /// The unsent part of the front frame.
     pub fn head(&self) -> Option<&[u8]> {
-        self.frames.front().map(|f| &f[self.head_sent..])
+        self.frames.front().map(|(f, _)| &f[self.head_sent..])
     }
 
-    /// Marks `n` bytes of the head as written; true when a whole frame completed.
-    pub fn advance(&mut self, n: usize) -> bool {
+    /// Marks `n` bytes of the head as written. When a whole frame completed, returns its
+    /// stamp (0 when it was not a push).
+    pub fn advance(&mut self, n: usize) -> Option<u64> {
         self.head_sent += n;
         self.bytes -= n;
-        if self.frames.front().is_some_and(|f| self.head_sent >= f.len()) {
-            self.frames.pop_front();
+        if self.frames.front().is_some_and(|(f, _)| self.head_sent >= f.len()) {
+            let stamp = self.frames.pop_front().map_or(0, |(_, s)| s);
             self.head_sent = 0;
             if self.frames.is_empty() {
                 // Give the ring's memory back: an idle connection holds no buffer.
                 self.frames = VecDeque::new();
             }
-            return true;
+            return Some(stamp);
         }
-        false
+        None
     }
 
     /// Frames waiting.
@@ -65,16 +70,16 @@ impl Outbox {
         self.frames.is_empty()
     }
 
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: Bytes, stamp: u64) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, stamp));
     }
 
     /// Drops every frame not yet started; returns how many.
     fn drop_unsent(&mut self) -> usize {
         let keep = usize::from(self.head_sent > 0);
         let dropped = self.frames.len() - keep;
-        for f in self.frames.drain(keep..) {
+        for (f, _) in self.frames.drain(keep..) {
             self.bytes -= f.len();
         }
         dropped
@@ -187,6 +192,11 @@ impl ConnHandle {
     /// Queues `frame` within `limits`. On overflow the queue's unsent frames are
     /// dropped and the connection is closed with 4009 (the caller counts).
     pub fn offer(&self, frame: Bytes, limits: QueueLimits, now_ms: u64, linger_ms: u64) -> Offer {
+        self.offer_stamped(frame, 0, limits, now_ms, linger_ms)
+    }
+
+    /// [`offer`](Self::offer) of a push frame enqueued by the router at `stamp`.
+    pub fn offer_stamped(&self, frame: Bytes, stamp: u64, limits: QueueLimits, now_ms: u64, linger_ms: u64) -> Offer {
         if self.is_closing() {
             return Offer::Closing;
         }
@@ -198,7 +208,7 @@ impl ConnHandle {
             self.close(CloseReason::TooSlow, None, now_ms, linger_ms);
             return Offer::Overflow;
         }
-        self.outbox.borrow_mut().push(frame);
+        self.outbox.borrow_mut().push(frame, stamp);
         self.wake();
         Offer::Queued
     }
@@ -207,7 +217,7 @@ impl ConnHandle {
     /// limits: it answers the client's own request.
     pub fn reply(&self, frame: Bytes) {
         if !self.is_closing() {
-            self.outbox.borrow_mut().push(frame);
+            self.outbox.borrow_mut().push(frame, 0);
             self.wake();
         }
     }
@@ -225,9 +235,9 @@ impl ConnHandle {
                 ob.drop_unsent();
             }
             if let Some(last) = last {
-                ob.push(last);
+                ob.push(last, 0);
             }
-            ob.push(frame::close(reason.code(), &reason.text()));
+            ob.push(frame::close(reason.code(), &reason.text()), 0);
         }
         *self.closing.borrow_mut() = Some(reason);
         self.close_deadline_ms.set(now_ms.saturating_add(linger_ms));
@@ -363,14 +373,14 @@ mod tests {
     fn overflow_cuts_with_4009_and_keeps_the_frame_in_flight() {
         let c = ConnHandle::new(1, 0);
         let limits = QueueLimits { frames: 2, bytes: 1 << 20 };
-        assert_eq!(c.offer(Bytes::from_static(b"aaaa"), limits, 0, 10), Offer::Queued);
-        c.outbox().advance(2);
+        assert_eq!(c.offer_stamped(Bytes::from_static(b"aaaa"), 42, limits, 0, 10), Offer::Queued);
+        assert_eq!(c.outbox().advance(2), None);
         assert_eq!(c.offer(Bytes::from_static(b"bb"), limits, 0, 10), Offer::Queued);
         assert_eq!(c.offer(Bytes::from_static(b"cc"), limits, 0, 10), Offer::Overflow);
         assert_eq!(c.close_code(), Some(4009));
         let mut ob = c.outbox();
         assert_eq!(ob.head(), Some(&b"aa"[..]));
-        assert!(ob.advance(2));
+        assert_eq!(ob.advance(2), Some(42), "a completed frame gives back its stamp");
         assert_eq!(ob.head().map(|h| &h[..2]), Some(&[0x88u8, 35][..]));
         drop(ob);
         assert_eq!(c.offer(Bytes::from_static(b"dd"), limits, 0, 10), Offer::Closing);
