@@ -14,6 +14,7 @@
 use crate::auth::Identity;
 use crate::close::CloseReason;
 use crate::cmd;
+use crate::logs::Noisy;
 use crate::metrics;
 use crate::session::ConnHandle;
 use crate::shard::{Admission, Shard};
@@ -28,7 +29,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tracing::{debug, info_span, Span};
+use tracing::{debug, info_span, warn, Span};
 
 /// Serves one accepted socket until it closes: the future of the connection's task.
 pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> Serve {
@@ -182,7 +183,13 @@ async fn read_request(
 
 async fn refuse(shard: &Shard, stream: &mut TcpStream, status: u16, reason: &str, retry_after_s: Option<u64>) {
     shard.metrics.reject(status);
-    debug!(shard = shard.id, status, reason, "upgrade refused");
+    // 503 is our own decision (capacity, drain) and comes in storms: debug only. The
+    // rest is the client's fault: worth a warning, rate limited.
+    if status != 503 && shard.log_limit.allow(Noisy::BadUpgrade, shard.now_ms()) {
+        warn!(shard = shard.id, status, reason, "upgrade refused");
+    } else {
+        debug!(shard = shard.id, status, reason, "upgrade refused");
+    }
     let _ = stream.write_all(&handshake::error_response(status, reason, retry_after_s)).await;
     let _ = stream.close().await;
 }
@@ -361,7 +368,17 @@ impl Connection {
         };
         if let Err(reason) = result {
             self.inbuf = Vec::new();
-            debug!(shard = shard.id, conn = conn.id, %reason, "closing");
+            let clients_fault =
+                matches!(reason, CloseReason::Protocol(_) | CloseReason::TooBig | CloseReason::RateLimited);
+            if clients_fault && shard.log_limit.allow(Noisy::BadFrames, shard.now_ms()) {
+                warn!(shard = shard.id, conn = conn.id, code = reason.code(), %reason, "closing a misbehaving client");
+            } else if let CloseReason::AuthFailed(why) = &reason {
+                if shard.log_limit.allow(Noisy::AuthFailed, shard.now_ms()) {
+                    warn!(shard = shard.id, conn = conn.id, cause = %why, "AUTH refused; closing 4001");
+                }
+            } else {
+                debug!(shard = shard.id, conn = conn.id, %reason, "closing");
+            }
             conn.close(reason, None, shard.now_ms(), shard.linger_ms());
         }
     }

@@ -15,7 +15,9 @@
 //! - [`router`]: the routing facade and the messages shards exchange.
 //! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
-//!   tokens, configuration, close codes, packet building, wire types, counters, rlimits.
+//!   tokens, configuration, close codes, packet building, wire types, counters and
+//!   latency histograms, rlimits.
+//! - [`logs`]: the per-shard limiter that keeps misbehaving clients from flooding the log.
 //!
 //! The generic thread-per-core substrate (executors, SO_REUSEPORT listeners, mesh,
 //! gather) is the `shards` crate.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod conn;
 pub mod directory;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod packet;
 pub mod prometheus;

@@ -10,6 +10,7 @@ use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn;
 use crate::directory::SessionLoc;
+use crate::logs::{LogLimiter, Noisy};
 use crate::metrics::{self, ShardMetrics};
 use crate::router::{Router, ShardMsg};
 use crate::session::{ConnHandle, Offer, QueueLimits, SessionTable};
@@ -94,6 +95,8 @@ pub struct Shard {
     pub sessions: RefCell<SessionTable>,
     /// Counters, merged on read.
     pub metrics: ShardMetrics,
+    /// Keeps misbehaving clients from flooding the log.
+    pub log_limit: LogLimiter,
     /// Every read lands here; see [`SCRATCH_BYTES`].
     pub scratch: RefCell<Box<[u8]>>,
     /// Outbound queue bounds.
@@ -117,6 +120,7 @@ impl Shard {
             node,
             sessions: RefCell::new(SessionTable::default()),
             metrics: ShardMetrics::default(),
+            log_limit: LogLimiter::default(),
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             limits,
             epoch: Instant::now(),
@@ -187,7 +191,9 @@ impl Shard {
         if let Some(conn) = conn {
             if !conn.is_closing() {
                 metrics::inc(&self.metrics.kicks);
-                info!(shard = self.id, conn = session, user_id = conn.user_id.get(), reason, "session kicked");
+                if self.log_limit.allow(Noisy::Kick, self.now_ms()) {
+                    info!(shard = self.id, conn = session, user_id = conn.user_id.get(), reason, "session kicked");
+                }
                 conn.close(CloseReason::Kicked(reason.to_string()), Some(frame), self.now_ms(), self.linger_ms());
                 // A kicked session is over now, not when its client gets round to
                 // closing the socket: take it out of the directory (a no-op when a newer
@@ -265,12 +271,14 @@ impl Shard {
             Offer::Overflow => {
                 metrics::inc(&self.metrics.drops);
                 metrics::inc(&self.metrics.slow_cuts);
-                warn!(
-                    shard = self.id,
-                    conn = conn.id,
-                    user_id = conn.user_id.get(),
-                    "outbound queue overflow; closing 4009"
-                );
+                if self.log_limit.allow(Noisy::SlowConsumer, now) {
+                    warn!(
+                        shard = self.id,
+                        conn = conn.id,
+                        user_id = conn.user_id.get(),
+                        "outbound queue overflow; closing 4009"
+                    );
+                }
             }
         }
     }
@@ -313,6 +321,7 @@ impl Shard {
     /// Enforces auth, idle and close deadlines on every connection.
     fn tick(&self) {
         let now = self.now_ms();
+        self.log_limit.flush(self.id, now);
         let c = &self.node.config;
         let auth_ms = c.auth.auth_timeout_ms;
         let idle_ms = c.connection.idle_timeout_s * 1000;
