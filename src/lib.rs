@@ -13,7 +13,8 @@
 //! - [`directory`]: the lock-free user -> sessions map, the only cross-shard structure,
 //!   which also orders racing logins.
 //! - [`router`]: the routing facade and the messages shards exchange.
-//! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
+//! - [`admin`], [`prometheus`], [`dashboard`]: the admin HTTP API on the control-plane
+//!   thread, its Prometheus exposition and its embedded per-core dashboard page.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
 //!   tokens, configuration, close codes, packet building, wire types, counters and
 //!   latency histograms, rlimits.
@@ -28,6 +29,7 @@ pub mod close;
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod dashboard;
 pub mod directory;
 pub mod limits;
 pub mod logs;

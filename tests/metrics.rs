@@ -116,3 +116,16 @@ async fn pushes_handshakes_and_auth_failures_are_counted_per_shard() {
     assert!(text.contains("reason=\"expired\"} 1"), "{text}");
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_page_is_served_self_contained() {
+    let gw = start(|cfg| cfg.admin.token = Some("dash-secret".into()));
+    let (status, body) = http(gw.admin_addr(), "GET", "/dashboard", None, None).await;
+    assert_eq!(status, 200, "the page itself needs no token: {body}");
+    assert!(body.starts_with("<!doctype html>"), "{body}");
+    assert!(body.contains("/v1/stats"));
+    // Its data still does.
+    assert_eq!(http(gw.admin_addr(), "GET", "/v1/stats", None, None).await.0, 401);
+    assert_eq!(http(gw.admin_addr(), "POST", "/dashboard", Some("{}"), None).await.0, 405);
+    gw.stop();
+}
