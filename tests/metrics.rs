@@ -129,3 +129,32 @@ async fn dashboard_page_is_served_self_contained() {
     assert_eq!(http(gw.admin_addr(), "POST", "/dashboard", Some("{}"), None).await.0, 405);
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_queries_only_exported_series() {
+    let gw = start(|_| {});
+    let (status, text) = http(gw.admin_addr(), "GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/grafana/im-gateway.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().map_or(&[][..], Vec::as_slice) {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("imgw_") {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() > 15, "{names:?}");
+    for name in names {
+        let exported = text.lines().any(|l| l.starts_with(&format!("{name}{{")));
+        assert!(exported, "the Grafana dashboard queries {name}, which /metrics does not export");
+    }
+    let scrape = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus.yml")).unwrap();
+    assert!(scrape.contains("metrics_path: /metrics"), "{scrape}");
+    gw.stop();
+}
