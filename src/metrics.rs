@@ -60,7 +60,8 @@ pub struct ShardMetrics {
     pub heartbeats: Cell<u64>,
     /// Accept errors that made the shard back off (EMFILE and friends).
     pub accept_backoffs: Cell<u64>,
-    /// Upgrade start (first byte read) to the 101 written, microseconds.
+    /// Accepted socket to the 101 written (reading the request and checking the token
+    /// included), microseconds.
     pub handshake_latency: RefCell<LatencyHist>,
     /// Router enqueue to the PUSH frame written to the socket, microseconds.
     pub push_latency: RefCell<LatencyHist>,
@@ -335,7 +336,7 @@ pub struct ShardStats {
     pub outbound_queued: u64,
     /// The deepest single outbound queue of this shard right now, frames.
     pub outbound_queued_max: u64,
-    /// Upgrade latency (first request byte to the 101 written).
+    /// Upgrade latency (accepted socket to the 101 written).
     pub handshake_latency_us: LatencyStats,
     /// Push delivery latency (router enqueue to the frame written to the socket).
     pub push_latency_us: LatencyStats,

@@ -179,7 +179,7 @@ pub fn render(node: &Node, shards: &[ShardStats]) -> String {
     registry.register("auth_failures_by_reason", "Tokens refused, by reason", reasons);
 
     let latencies: [(&str, &str, LatencyFn); 3] = [
-        ("handshake_latency", "WebSocket upgrade latency: first request byte to the 101 written", |s| {
+        ("handshake_latency", "WebSocket upgrade latency: accepted socket to the 101 written", |s| {
             &s.handshake_latency_us
         }),
         ("push_latency", "Push delivery latency: router enqueue to the frame written to the socket", |s| {
