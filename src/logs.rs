@@ -2,9 +2,9 @@
 //!
 //! A flood of bad clients (garbage upgrades, bad tokens, undecodable frames, slow
 //! readers, login storms that kick each other) must not flood the log. Each shard owns a
-//! [`LogLimiter`] (`Cell`s, no locks): per [`Noisy`] kind, at most [`PER_SECOND`] lines a
-//! second get through; the rest are counted and reported by the shard's ticker as one
-//! line, `N similar warnings suppressed in the last second`, with the kind's name.
+//! [`LogLimiter`] (`Cell`s, no locks): per [`Noisy`] kind, at most `log.warn_per_second`
+//! lines a second get through; the rest are counted and reported by the shard's ticker
+//! as one line, `N similar warnings suppressed in the last second`, with the kind's name.
 //!
 //! Call sites ask first and log themselves, so each keeps its own level and structured
 //! fields: `if shard.log_limit.allow(Noisy::AuthFailed, now_ms) { warn!(...) }`.
@@ -12,7 +12,8 @@
 use std::cell::Cell;
 use tracing::warn;
 
-/// Lines of one kind let through per shard per second.
+/// Lines of one kind let through per shard per second by a default limiter (the
+/// default of `log.warn_per_second`).
 pub const PER_SECOND: u32 = 10;
 
 /// Length of a limiter window, ms.
@@ -59,20 +60,36 @@ struct Slot {
 }
 
 /// One shard's limiter. Owned by the shard (`Rc<Shard>`), never shared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LogLimiter {
+    /// Lines of one kind let through per window; 0 lets everything through.
+    per_second: u32,
     slots: [Slot; Noisy::ALL.len()],
 }
 
+impl Default for LogLimiter {
+    fn default() -> Self {
+        Self::new(PER_SECOND)
+    }
+}
+
 impl LogLimiter {
+    /// A limiter letting `per_second` lines of each kind through (0: no limit).
+    pub fn new(per_second: u32) -> Self {
+        Self { per_second, slots: Default::default() }
+    }
+
     /// True when a line of `kind` may be logged now; otherwise it is counted.
     pub fn allow(&self, kind: Noisy, now_ms: u64) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
         let slot = &self.slots[kind as usize];
         if now_ms.saturating_sub(slot.window_ms.get()) >= WINDOW_MS {
             slot.window_ms.set(now_ms);
             slot.emitted.set(0);
         }
-        if slot.emitted.get() < PER_SECOND {
+        if slot.emitted.get() < self.per_second {
             slot.emitted.set(slot.emitted.get() + 1);
             true
         } else {
@@ -113,5 +130,12 @@ mod tests {
         assert_eq!(l.flush(0, 1005), 90);
         assert_eq!(l.flush(0, 3000), 0, "reported once");
         assert!(l.allow(Noisy::AuthFailed, 1006), "a new window lets lines through again");
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let l = LogLimiter::new(0);
+        assert!((0..1000).all(|_| l.allow(Noisy::Kick, 5)));
+        assert_eq!(l.flush(0, 5000), 0);
     }
 }

@@ -115,12 +115,13 @@ impl Shard {
     fn new(id: usize, node: Arc<Node>) -> Self {
         let c = &node.config.connection;
         let limits = QueueLimits { frames: c.outbound_queue, bytes: c.outbound_queue_bytes };
+        let log_limit = LogLimiter::new(node.config.log.warn_per_second);
         Self {
             id,
             node,
             sessions: RefCell::new(SessionTable::default()),
             metrics: ShardMetrics::default(),
-            log_limit: LogLimiter::default(),
+            log_limit,
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             limits,
             epoch: Instant::now(),

@@ -15,7 +15,10 @@ async fn bad_clients_get_rate_limited_warnings() {
     let ws = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());
     let mut cmd = binary(&["--listen", &ws, "--admin", &admin, "--shards", "1"]);
-    cmd.env("IMGW_LOG_FORMAT", "json").stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.env("IMGW_LOG_FORMAT", "json")
+        .env("IMGW_LOG_WARN_PER_SECOND", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn gateway");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
