@@ -3,9 +3,18 @@
 # Installs what the tests need when it is missing: redis-server (Debian's package) for
 # the cluster-mode tests, which this script starts on a free port for the run
 # (IM_GATEWAY_TEST_REDIS_URL: not IMGW_*, which the gateway reads as config) and stops
-# after. Tests that kill or restart Redis start their own.
+# after. Tests that kill or restart Redis start their own. And chromium (Debian's
+# package) for the dashboard test in a real headless browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing chromium (tests/dashboard.rs)"
+    sudo=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
+    $sudo apt-get update
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y chromium
+fi
 
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "== installing redis-server"

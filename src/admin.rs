@@ -1,9 +1,9 @@
 //! The admin HTTP API (hyper, on the control-plane thread's tokio runtime).
 //!
 //! Backends push, broadcast, kick and look users up here; operators read `/v1/stats`,
-//! `/metrics`, `/healthz`, `/readyz`. Handlers talk to shards only through the
-//! [`Router`](crate::router::Router) and the shards' inboxes; nothing here touches a
-//! connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
+//! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard`. Handlers talk to shards
+//! only through the [`Router`](crate::router::Router) and the shards' inboxes; nothing
+//! here touches a connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
 
 use crate::metrics::ShardStats;
 use crate::packet;
@@ -69,7 +69,8 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
 
 async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
-    let open = matches!(path.as_str(), "/healthz" | "/readyz");
+    // The dashboard page holds no data (it fetches /v1/stats with the token itself).
+    let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/dashboard");
     if let (Some(token), false) = (&node.config.admin.token, open) {
         let given =
             req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -103,6 +104,12 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
                 .body(Full::new(Bytes::from(crate::prometheus::render(node, &shards))))
                 .expect("static response parts")
         }
+        (Method::GET, "/dashboard") => Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .header("content-security-policy", crate::dashboard::CSP)
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from_static(crate::dashboard::PAGE.as_bytes())))
+            .expect("static response parts"),
         (Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (Method::GET, "/readyz") => {
             if node.draining.load(Ordering::Relaxed) {
@@ -119,7 +126,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         (
             _,
             "/v1/push" | "/v1/broadcast" | "/v1/kick" | "/v1/online" | "/v1/stats" | "/metrics" | "/healthz"
-            | "/readyz",
+            | "/readyz" | "/dashboard",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
@@ -317,7 +324,9 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
             "connections": total(|s| s.connections),
             "users": node.router.directory.users(),
             "handshakes": total(|s| s.handshakes),
+            "pushes_in": total(|s| s.pushes_in),
             "pushes_queued": total(|s| s.pushes_queued),
+            "pushes_out": total(|s| s.pushes_out),
             "frames_out": total(|s| s.frames_out),
             "drops": total(|s| s.drops),
             "slow_cuts": total(|s| s.slow_cuts),
@@ -327,5 +336,7 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
         "open_connections": node.open.load(Ordering::Relaxed),
         "draining": node.draining.load(Ordering::Relaxed),
         "cluster": { "registry": node.registry.kind(), "connected": node.registry.connected() },
+        // Wall clock of this answer (Unix ms): the dashboard's rates divide by it.
+        "now_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     })
 }

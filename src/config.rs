@@ -282,11 +282,15 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// tracing filter (`RUST_LOG` syntax), overridden by `RUST_LOG`. Default `info`.
     pub level: String,
+    /// Lines per second, per shard and per kind, about misbehaving clients (refused
+    /// upgrades and tokens, protocol errors, 4009 cuts, kicks); the rest are counted
+    /// and reported once a second in one line. 0: no limit. Default 10.
+    pub warn_per_second: u32,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, level: "info".to_string() }
+        Self { format: LogFormat::Pretty, level: "info".to_string(), warn_per_second: 10 }
     }
 }
 

@@ -14,6 +14,7 @@
 use crate::auth::Identity;
 use crate::close::CloseReason;
 use crate::cmd;
+use crate::logs::Noisy;
 use crate::metrics;
 use crate::session::ConnHandle;
 use crate::shard::{Admission, Shard};
@@ -30,8 +31,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tracing::{debug, info_span, Span};
+use std::time::{Duration, Instant};
+use tracing::{debug, info_span, warn, Span};
 
 /// Serves one accepted socket until it closes: the future of the connection's task.
 pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> Serve {
@@ -104,6 +105,7 @@ struct Upgraded {
 /// Reads and answers the HTTP upgrade. Returns `None` when the request was refused (the
 /// answer is written) or the client vanished.
 async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> {
+    let started = Instant::now();
     let cfg = shard.config();
     let timeout = Duration::from_millis(cfg.server.handshake_timeout_ms);
     let max = cfg.server.max_handshake_bytes;
@@ -135,7 +137,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> 
         None => None,
         Some(Ok(identity)) => Some(identity),
         Some(Err(e)) => {
-            metrics::inc(&shard.metrics.auth_failures);
+            shard.metrics.auth_failed(&e);
             refuse(shard, stream, 401, &e.to_string(), None).await;
             return None;
         }
@@ -143,6 +145,7 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> 
     // The 101 is not written here: `Connection::open` sends it together with the AUTH
     // result (one send, one wake-up of the client, instead of two).
     metrics::inc(&shard.metrics.handshakes);
+    shard.metrics.handshake_latency.borrow_mut().record(started.elapsed().as_micros() as u64);
     Some(Upgraded { upgrade, identity, admission, leftover })
 }
 
@@ -182,7 +185,13 @@ async fn read_request(
 
 async fn refuse(shard: &Shard, stream: &mut TcpStream, status: u16, reason: &str, retry_after_s: Option<u64>) {
     shard.metrics.reject(status);
-    debug!(shard = shard.id, status, reason, "upgrade refused");
+    // 503 is our own decision (capacity, drain) and comes in storms: debug only. The
+    // rest is the client's fault: worth a warning, rate limited.
+    if status != 503 && shard.log_limit.allow(Noisy::BadUpgrade, shard.now_ms()) {
+        warn!(shard = shard.id, status, reason, "upgrade refused");
+    } else {
+        debug!(shard = shard.id, status, reason, "upgrade refused");
+    }
     let _ = stream.write_all(&handshake::error_response(status, reason, retry_after_s)).await;
     let _ = stream.close().await;
 }
@@ -271,8 +280,11 @@ impl Connection {
             outbox.push_front(Bytes::copy_from_slice(&response[written..]));
             self.greeting = true;
         } else {
-            let done = outbox.advance_by(written - response.len());
-            metrics::add(&self.shard.metrics.frames_out, done as u64);
+            let mut written_at = 0;
+            let greeting = &mut self.greeting;
+            outbox.advance_by(written - response.len(), |stamp| {
+                frame_done(&self.shard, greeting, &mut written_at, stamp)
+            });
         }
     }
 
@@ -304,7 +316,9 @@ impl Connection {
         }
         // Write what is queued, as far as the socket takes it: several frames in one
         // vectored send, a single one (or a full socket) through glommio, which arms
-        // the writability wake-up.
+        // the writability wake-up. A completed push frame is timed from its router
+        // enqueue; the clock is read once per batch.
+        let mut written_at = 0;
         loop {
             let mut outbox = self.conn.outbox();
             if outbox.len() > 1 {
@@ -316,8 +330,8 @@ impl Connection {
                 match sent {
                     Ok(Some(0)) | Err(_) => return Poll::Ready(Event::Failed),
                     Ok(Some(n)) => {
-                        let done = outbox.advance_by(n);
-                        count_frames_out(&self.shard, &mut self.greeting, done);
+                        outbox
+                            .advance_by(n, |stamp| frame_done(&self.shard, &mut self.greeting, &mut written_at, stamp));
                         continue;
                     }
                     Ok(None) => {}
@@ -327,8 +341,8 @@ impl Connection {
             match Pin::new(&mut self.stream).poll_write(cx, head) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Failed),
                 Poll::Ready(Ok(n)) => {
-                    if outbox.advance(n) {
-                        count_frames_out(&self.shard, &mut self.greeting, 1);
+                    if let Some(stamp) = outbox.advance(n) {
+                        frame_done(&self.shard, &mut self.greeting, &mut written_at, stamp);
                     }
                 }
                 Poll::Pending => break,
@@ -399,7 +413,17 @@ impl Connection {
         };
         if let Err(reason) = result {
             self.inbuf = Vec::new();
-            debug!(shard = shard.id, conn = conn.id, %reason, "closing");
+            let clients_fault =
+                matches!(reason, CloseReason::Protocol(_) | CloseReason::TooBig | CloseReason::RateLimited);
+            if clients_fault && shard.log_limit.allow(Noisy::BadFrames, shard.now_ms()) {
+                warn!(shard = shard.id, conn = conn.id, code = reason.code(), %reason, "closing a misbehaving client");
+            } else if let CloseReason::AuthFailed(why) = &reason {
+                if shard.log_limit.allow(Noisy::AuthFailed, shard.now_ms()) {
+                    warn!(shard = shard.id, conn = conn.id, cause = %why, "AUTH refused; closing 4001");
+                }
+            } else {
+                debug!(shard = shard.id, conn = conn.id, %reason, "closing");
+            }
             conn.close(reason, None, shard.now_ms(), shard.linger_ms());
         }
     }
@@ -439,14 +463,23 @@ fn on_message(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, message: Message<'_>) ->
     }
 }
 
-/// Counts completed frames; the rest of a 101 response that did not fit in the first
+/// Accounts for one frame written whole: a frame out, and for a push (`stamp` != 0)
+/// a push out and its latency from the router's enqueue (`written_at` is read from the
+/// clock once per batch). The rest of a 101 response that did not fit in the first
 /// send (`greeting`) is not a frame.
-fn count_frames_out(shard: &Shard, greeting: &mut bool, mut done: usize) {
-    if *greeting && done > 0 {
-        *greeting = false;
-        done -= 1;
+fn frame_done(shard: &Shard, greeting: &mut bool, written_at: &mut u64, stamp: u64) {
+    if std::mem::take(greeting) {
+        return;
     }
-    metrics::add(&shard.metrics.frames_out, done as u64);
+    let m = &shard.metrics;
+    metrics::inc(&m.frames_out);
+    if stamp != 0 {
+        metrics::inc(&m.pushes_out);
+        if *written_at == 0 {
+            *written_at = metrics::stamp();
+        }
+        m.push_latency.borrow_mut().record(metrics::micros_between(stamp, *written_at));
+    }
 }
 
 /// One non-blocking vectored send (`sendmsg` with `MSG_DONTWAIT`). `Ok(None)`: the

@@ -15,9 +15,12 @@
 //! - [`router`]: the routing facade and the messages shards exchange.
 //! - [`registry`]: where users are beyond this node: the `Registry` trait, embedded
 //!   (single node) or Redis (cluster mode), driven from the control-plane thread.
-//! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
+//! - [`admin`], [`prometheus`], [`dashboard`]: the admin HTTP API on the control-plane
+//!   thread, its Prometheus exposition and its embedded per-core dashboard page.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
-//!   tokens, configuration, close codes, packet building, wire types, counters, rlimits.
+//!   tokens, configuration, close codes, packet building, wire types, counters and
+//!   latency histograms, rlimits.
+//! - [`logs`]: the per-shard limiter that keeps misbehaving clients from flooding the log.
 //!
 //! The generic thread-per-core substrate (executors, SO_REUSEPORT listeners, mesh,
 //! gather) is the `shards` crate.
@@ -28,8 +31,10 @@ pub mod close;
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod dashboard;
 pub mod directory;
 pub mod limits;
+pub mod logs;
 pub mod metrics;
 pub mod packet;
 pub mod prometheus;

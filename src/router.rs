@@ -17,9 +17,12 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub enum ShardMsg {
     /// Deliver `frame` to every connection of `users` held by the receiving shard.
-    Push { users: Vec<i64>, frame: Bytes },
-    /// Deliver `frame` to every authenticated connection of the receiving shard.
-    Broadcast { frame: Bytes },
+    /// `at`: when the router enqueued it ([`crate::metrics::stamp`]), for the push
+    /// delivery latency.
+    Push { users: Vec<i64>, frame: Bytes, at: u64 },
+    /// Deliver `frame` to every authenticated connection of the receiving shard
+    /// (`at` as for `Push`).
+    Broadcast { frame: Bytes, at: u64 },
     /// Kick one session: send `frame` (a KICK packet), then close 4003.
     Kick { session: u64, reason: String, frame: Bytes },
     /// Queue `frame` (an answer that came back from the control plane, e.g. to an
@@ -90,10 +93,11 @@ impl Router {
 
     /// Delivers `frame` to every connection of `users` (from the control plane).
     pub async fn push(&self, users: &[i64], frame: Bytes) -> PushReport {
+        let at = crate::metrics::stamp();
         let (plan, online_users) = self.plan(users);
         let mut shards = 0;
         for (shard, users) in plan.into_iter().enumerate().filter(|(_, u)| !u.is_empty()) {
-            let msg = ShardMsg::Push { users, frame: frame.clone() };
+            let msg = ShardMsg::Push { users, frame: frame.clone(), at };
             if self.mesh.send_async(shard, msg).await.is_ok() {
                 shards += 1;
             }
@@ -103,9 +107,10 @@ impl Router {
 
     /// Delivers `frame` to every authenticated connection on this node.
     pub async fn broadcast(&self, frame: Bytes) -> PushReport {
+        let at = crate::metrics::stamp();
         let mut shards = 0;
         for shard in 0..self.shards() {
-            let msg = ShardMsg::Broadcast { frame: frame.clone() };
+            let msg = ShardMsg::Broadcast { frame: frame.clone(), at };
             if self.mesh.send_async(shard, msg).await.is_ok() {
                 shards += 1;
             }

@@ -24,9 +24,13 @@ pub struct QueueLimits {
 
 /// A connection's outbound queue: shared frames waiting for the socket. Empty and
 /// unallocated while the connection is idle.
+///
+/// Each frame carries the [`stamp`](crate::metrics::stamp) of its push's router enqueue
+/// (0 for replies, pongs, close frames), so the writer can time push delivery: 8 bytes
+/// in the queue's slot, nothing allocated per recipient.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<(Bytes, u64)>,
     /// Bytes queued, including the unsent part of the front frame.
     bytes: usize,
     /// How much of the front frame is already on the wire.
@@ -36,47 +40,52 @@ pub struct Outbox {
 impl Outbox {
     /// The unsent part of the front frame.
     pub fn head(&self) -> Option<&[u8]> {
-        self.frames.front().map(|f| &f[self.head_sent..])
+        self.frames.front().map(|(f, _)| &f[self.head_sent..])
     }
 
-    /// Marks `n` bytes of the head as written; true when a whole frame completed.
-    pub fn advance(&mut self, n: usize) -> bool {
+    /// Marks `n` bytes of the head as written. When a whole frame completed, returns its
+    /// stamp (0 when it was not a push).
+    pub fn advance(&mut self, n: usize) -> Option<u64> {
         self.head_sent += n;
         self.bytes -= n;
-        if self.frames.front().is_some_and(|f| self.head_sent >= f.len()) {
-            self.frames.pop_front();
+        if self.frames.front().is_some_and(|(f, _)| self.head_sent >= f.len()) {
+            let stamp = self.frames.pop_front().map_or(0, |(_, s)| s);
             self.head_sent = 0;
             if self.frames.is_empty() {
                 // Give the ring's memory back: an idle connection holds no buffer.
                 self.frames = VecDeque::new();
             }
-            return true;
+            return Some(stamp);
         }
-        false
+        None
     }
 
     /// The unsent bytes of up to `out.len()` frames from the front, as slices for one
     /// vectored write; returns how many were filled.
     pub fn slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (i, f) in self.frames.iter().take(out.len()).enumerate() {
+        for (i, (f, _)) in self.frames.iter().take(out.len()).enumerate() {
             out[i] = std::io::IoSlice::new(if i == 0 { &f[self.head_sent..] } else { f });
             n += 1;
         }
         n
     }
 
-    /// Marks `n` bytes from the front as written, across frames; returns how many
-    /// frames completed.
-    pub fn advance_by(&mut self, mut n: usize) -> usize {
-        let mut done = 0;
+    /// Marks `n` bytes from the front as written, across frames, calling `done` with
+    /// the stamp of each frame that completed (see [`Outbox::advance`]); returns how
+    /// many completed.
+    pub fn advance_by(&mut self, mut n: usize, mut done: impl FnMut(u64)) -> usize {
+        let mut count = 0;
         while n > 0 {
-            let Some(front) = self.frames.front() else { break };
+            let Some((front, _)) = self.frames.front() else { break };
             let step = n.min(front.len() - self.head_sent);
             n -= step;
-            done += usize::from(self.advance(step));
+            if let Some(stamp) = self.advance(step) {
+                done(stamp);
+                count += 1;
+            }
         }
-        done
+        count
     }
 
     /// Puts `frame` before everything queued (the rest of the upgrade response, which
@@ -84,7 +93,7 @@ impl Outbox {
     pub fn push_front(&mut self, frame: Bytes) {
         debug_assert_eq!(self.head_sent, 0);
         self.bytes += frame.len();
-        self.frames.push_front(frame);
+        self.frames.push_front((frame, 0));
     }
 
     /// Frames waiting.
@@ -97,16 +106,16 @@ impl Outbox {
         self.frames.is_empty()
     }
 
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: Bytes, stamp: u64) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, stamp));
     }
 
     /// Drops every frame not yet started; returns how many.
     fn drop_unsent(&mut self) -> usize {
         let keep = usize::from(self.head_sent > 0);
         let dropped = self.frames.len() - keep;
-        for f in self.frames.drain(keep..) {
+        for (f, _) in self.frames.drain(keep..) {
             self.bytes -= f.len();
         }
         dropped
@@ -219,6 +228,11 @@ impl ConnHandle {
     /// Queues `frame` within `limits`. On overflow the queue's unsent frames are
     /// dropped and the connection is closed with 4009 (the caller counts).
     pub fn offer(&self, frame: Bytes, limits: QueueLimits, now_ms: u64, linger_ms: u64) -> Offer {
+        self.offer_stamped(frame, 0, limits, now_ms, linger_ms)
+    }
+
+    /// [`offer`](Self::offer) of a push frame enqueued by the router at `stamp`.
+    pub fn offer_stamped(&self, frame: Bytes, stamp: u64, limits: QueueLimits, now_ms: u64, linger_ms: u64) -> Offer {
         if self.is_closing() {
             return Offer::Closing;
         }
@@ -230,7 +244,7 @@ impl ConnHandle {
             self.close(CloseReason::TooSlow, None, now_ms, linger_ms);
             return Offer::Overflow;
         }
-        self.outbox.borrow_mut().push(frame);
+        self.outbox.borrow_mut().push(frame, stamp);
         self.wake();
         Offer::Queued
     }
@@ -239,7 +253,7 @@ impl ConnHandle {
     /// limits: it answers the client's own request.
     pub fn reply(&self, frame: Bytes) {
         if !self.is_closing() {
-            self.outbox.borrow_mut().push(frame);
+            self.outbox.borrow_mut().push(frame, 0);
             self.wake();
         }
     }
@@ -257,9 +271,9 @@ impl ConnHandle {
                 ob.drop_unsent();
             }
             if let Some(last) = last {
-                ob.push(last);
+                ob.push(last, 0);
             }
-            ob.push(frame::close(reason.code(), &reason.text()));
+            ob.push(frame::close(reason.code(), &reason.text()), 0);
         }
         *self.closing.borrow_mut() = Some(reason);
         self.close_deadline_ms.set(now_ms.saturating_add(linger_ms));
@@ -392,24 +406,28 @@ mod tests {
     #[test]
     fn vectored_writes_advance_across_frames() {
         let mut ob = Outbox::default();
-        for f in [&b"abc"[..], b"de", b"fghi"] {
-            ob.push(Bytes::copy_from_slice(f));
+        for (f, stamp) in [(&b"abc"[..], 7), (b"de", 0), (b"fghi", 9)] {
+            ob.push(Bytes::copy_from_slice(f), stamp);
         }
         let mut slices = [std::io::IoSlice::new(&[]); 2];
         assert_eq!(ob.slices(&mut slices), 2);
         assert_eq!((&*slices[0], &*slices[1]), (&b"abc"[..], &b"de"[..]));
         // 4 bytes: the first frame and one byte of the second.
-        assert_eq!(ob.advance_by(4), 1);
+        let mut stamps = Vec::new();
+        assert_eq!(ob.advance_by(4, |s| stamps.push(s)), 1);
+        assert_eq!(stamps, [7]);
         assert_eq!(ob.head(), Some(&b"e"[..]));
         let mut slices = [std::io::IoSlice::new(&[]); 8];
         assert_eq!(ob.slices(&mut slices), 2);
         assert_eq!(&*slices[0], b"e");
-        assert_eq!(ob.advance_by(5), 2);
+        assert_eq!(ob.advance_by(5, |s| stamps.push(s)), 2);
+        assert_eq!(stamps, [7, 0, 9]);
         assert!(ob.is_empty());
-        ob.push(Bytes::from_static(b"x"));
+        ob.push(Bytes::from_static(b"x"), 3);
         ob.push_front(Bytes::from_static(b"HTTP"));
         assert_eq!(ob.head(), Some(&b"HTTP"[..]));
-        assert_eq!(ob.advance_by(5), 2);
+        assert_eq!(ob.advance_by(5, |s| stamps.push(s)), 2);
+        assert_eq!(stamps, [7, 0, 9, 0, 3]);
     }
 
     use super::*;
@@ -418,14 +436,14 @@ mod tests {
     fn overflow_cuts_with_4009_and_keeps_the_frame_in_flight() {
         let c = ConnHandle::new(1, 0);
         let limits = QueueLimits { frames: 2, bytes: 1 << 20 };
-        assert_eq!(c.offer(Bytes::from_static(b"aaaa"), limits, 0, 10), Offer::Queued);
-        c.outbox().advance(2);
+        assert_eq!(c.offer_stamped(Bytes::from_static(b"aaaa"), 42, limits, 0, 10), Offer::Queued);
+        assert_eq!(c.outbox().advance(2), None);
         assert_eq!(c.offer(Bytes::from_static(b"bb"), limits, 0, 10), Offer::Queued);
         assert_eq!(c.offer(Bytes::from_static(b"cc"), limits, 0, 10), Offer::Overflow);
         assert_eq!(c.close_code(), Some(4009));
         let mut ob = c.outbox();
         assert_eq!(ob.head(), Some(&b"aa"[..]));
-        assert!(ob.advance(2));
+        assert_eq!(ob.advance(2), Some(42), "a completed frame gives back its stamp");
         assert_eq!(ob.head().map(|h| &h[..2]), Some(&[0x88u8, 35][..]));
         drop(ob);
         assert_eq!(c.offer(Bytes::from_static(b"dd"), limits, 0, 10), Offer::Closing);

@@ -10,6 +10,7 @@ use crate::close::CloseReason;
 use crate::config::Config;
 use crate::conn;
 use crate::directory::SessionLoc;
+use crate::logs::{LogLimiter, Noisy};
 use crate::metrics::{self, ShardMetrics};
 use crate::router::{Router, ShardMsg};
 use crate::session::{ConnHandle, Offer, QueueLimits, SessionTable};
@@ -27,6 +28,10 @@ use tracing::{debug, info, warn};
 /// Size of each shard's read scratch buffer: every socket read lands here first, so an
 /// idle connection needs no read buffer of its own.
 const SCRATCH_BYTES: usize = 64 << 10;
+
+/// Period of the stall probe: a timer that measures how late the event loop wakes it
+/// (see [`stall_probe`]).
+const PROBE_EVERY: Duration = Duration::from_millis(10);
 
 /// Shared by every shard and the control plane.
 #[derive(Debug)]
@@ -94,6 +99,8 @@ pub struct Shard {
     pub sessions: RefCell<SessionTable>,
     /// Counters, merged on read.
     pub metrics: ShardMetrics,
+    /// Keeps misbehaving clients from flooding the log.
+    pub log_limit: LogLimiter,
     /// Every read lands here; see [`SCRATCH_BYTES`].
     pub scratch: RefCell<Box<[u8]>>,
     /// Outbound queue bounds.
@@ -112,11 +119,13 @@ impl Shard {
     fn new(id: usize, node: Arc<Node>) -> Self {
         let c = &node.config.connection;
         let limits = QueueLimits { frames: c.outbound_queue, bytes: c.outbound_queue_bytes };
+        let log_limit = LogLimiter::new(node.config.log.warn_per_second);
         Self {
             id,
             node,
             sessions: RefCell::new(SessionTable::default()),
             metrics: ShardMetrics::default(),
+            log_limit,
             scratch: RefCell::new(vec![0u8; SCRATCH_BYTES].into_boxed_slice()),
             limits,
             epoch: Instant::now(),
@@ -200,7 +209,9 @@ impl Shard {
         if let Some(conn) = conn {
             if !conn.is_closing() {
                 metrics::inc(&self.metrics.kicks);
-                info!(shard = self.id, conn = session, user_id = conn.user_id.get(), reason, "session kicked");
+                if self.log_limit.allow(Noisy::Kick, self.now_ms()) {
+                    info!(shard = self.id, conn = session, user_id = conn.user_id.get(), reason, "session kicked");
+                }
                 conn.close(CloseReason::Kicked(reason.to_string()), Some(frame), self.now_ms(), self.linger_ms());
                 // A kicked session is over now, not when its client gets round to
                 // closing the socket: take it out of the directory (a no-op when a newer
@@ -213,12 +224,14 @@ impl Shard {
     /// Delivers `frame` to every connection of `users`: local holders directly, other
     /// shards through their inboxes. Returns how many users are online on this node.
     pub fn push(&self, users: &[i64], frame: Bytes) -> usize {
+        let at = metrics::stamp();
         let (plan, online) = self.node.router.plan(users);
         for (shard, users) in plan.into_iter().enumerate().filter(|(_, u)| !u.is_empty()) {
             if shard == self.id {
-                self.deliver(&users, &frame);
+                metrics::inc(&self.metrics.pushes_in);
+                self.deliver_at(&users, &frame, at);
             } else {
-                self.send_or_wait(shard, ShardMsg::Push { users, frame: frame.clone() });
+                self.send_or_wait(shard, ShardMsg::Push { users, frame: frame.clone(), at });
             }
         }
         online
@@ -246,36 +259,44 @@ impl Shard {
 
     /// Queues `frame` to every local connection of `users`.
     pub fn deliver(&self, users: &[i64], frame: &Bytes) {
+        self.deliver_at(users, frame, metrics::stamp());
+    }
+
+    /// [`deliver`](Self::deliver) of a push the router enqueued at `at` (a
+    /// [`metrics::stamp`]): every recipient's queue slot carries that one stamp.
+    pub fn deliver_at(&self, users: &[i64], frame: &Bytes, at: u64) {
         let now = self.now_ms();
         let sessions = self.sessions.borrow();
         for &user in users {
             for conn in sessions.of_user(user) {
-                self.offer(conn, frame.clone(), now);
+                self.offer(conn, frame.clone(), at, now);
             }
         }
     }
 
-    fn broadcast(&self, frame: &Bytes) {
+    fn broadcast(&self, frame: &Bytes, at: u64) {
         let now = self.now_ms();
         let sessions = self.sessions.borrow();
         for conn in sessions.authed() {
-            self.offer(conn, frame.clone(), now);
+            self.offer(conn, frame.clone(), at, now);
         }
     }
 
-    fn offer(&self, conn: &ConnHandle, frame: Bytes, now: u64) {
-        match conn.offer(frame, self.limits, now, self.linger_ms()) {
+    fn offer(&self, conn: &ConnHandle, frame: Bytes, at: u64, now: u64) {
+        match conn.offer_stamped(frame, at, self.limits, now, self.linger_ms()) {
             Offer::Queued => metrics::inc(&self.metrics.pushes_queued),
             Offer::Closing => metrics::inc(&self.metrics.drops),
             Offer::Overflow => {
                 metrics::inc(&self.metrics.drops);
                 metrics::inc(&self.metrics.slow_cuts);
-                warn!(
-                    shard = self.id,
-                    conn = conn.id,
-                    user_id = conn.user_id.get(),
-                    "outbound queue overflow; closing 4009"
-                );
+                if self.log_limit.allow(Noisy::SlowConsumer, now) {
+                    warn!(
+                        shard = self.id,
+                        conn = conn.id,
+                        user_id = conn.user_id.get(),
+                        "outbound queue overflow; closing 4009"
+                    );
+                }
             }
         }
     }
@@ -283,8 +304,14 @@ impl Shard {
     fn handle(&self, msg: ShardMsg) -> Option<(u64, u64)> {
         metrics::inc(&self.metrics.router_hops);
         match msg {
-            ShardMsg::Push { users, frame } => self.deliver(&users, &frame),
-            ShardMsg::Broadcast { frame } => self.broadcast(&frame),
+            ShardMsg::Push { users, frame, at } => {
+                metrics::inc(&self.metrics.pushes_in);
+                self.deliver_at(&users, &frame, at);
+            }
+            ShardMsg::Broadcast { frame, at } => {
+                metrics::inc(&self.metrics.pushes_in);
+                self.broadcast(&frame, at);
+            }
             ShardMsg::Kick { session, reason, frame } => self.kick_local(session, &reason, frame),
             ShardMsg::Reply { session, frame } => {
                 if let Some(conn) = self.sessions.borrow().get(session) {
@@ -293,8 +320,10 @@ impl Shard {
             }
             ShardMsg::Stats { reply } => {
                 let sessions = self.sessions.borrow();
-                let queued: u64 = sessions.all().map(|c| c.queued() as u64).sum();
-                let stats = self.metrics.snapshot(self.id, sessions.users(), queued);
+                let (queued, deepest) =
+                    sessions.all().map(|c| c.queued() as u64).fold((0, 0), |(sum, max), q| (sum + q, max.max(q)));
+                let mut stats = self.metrics.snapshot(self.id, sessions.users(), queued);
+                stats.outbound_queued_max = deepest;
                 let _ = reply.try_send((self.id, stats));
             }
             ShardMsg::Drain { window_ms, deadline_ms } => return Some((window_ms, deadline_ms)),
@@ -315,6 +344,7 @@ impl Shard {
     /// Enforces auth, idle and close deadlines on every connection.
     fn tick(&self) {
         let now = self.now_ms();
+        self.log_limit.flush(self.id, now);
         let c = &self.node.config;
         let auth_ms = c.auth.auth_timeout_ms;
         let idle_ms = c.connection.idle_timeout_s * 1000;
@@ -398,6 +428,7 @@ pub async fn run(id: usize, node: Arc<Node>, listener_fd: RawFd, inbox: flume::R
             }
         })
     };
+    let probe = glommio::spawn_local(stall_probe(shard.clone()));
     let accept = glommio::spawn_local(Listener { shard: shard.clone(), listener }.run());
     debug!(shard = id, "shard running");
 
@@ -454,5 +485,22 @@ pub async fn run(id: usize, node: Arc<Node>, listener_fd: RawFd, inbox: flume::R
         warn!(shard = id, left, "shutdown deadline reached; dropping the remaining connections");
     }
     ticker.cancel().await;
+    probe.cancel().await;
     info!(shard = id, "shard stopped");
+}
+
+/// Measures event-loop stalls: sleeps [`PROBE_EVERY`] again and again and records how
+/// late each wake-up comes. A task that holds the core for 30 ms (one long poll, or a
+/// burst of work queued ahead of the timer) shows as a ~30 ms sample; an idle or
+/// well-behaved shard shows the timer's own slack (tens of microseconds). Costs one
+/// timer wake-up per period and nothing on the push path. Also rolls the shard's
+/// latency windows.
+async fn stall_probe(shard: Rc<Shard>) {
+    loop {
+        let asked = Instant::now();
+        Timer::new(PROBE_EVERY).await;
+        let late = asked.elapsed().saturating_sub(PROBE_EVERY);
+        shard.metrics.loop_stall.borrow_mut().record(late.as_micros() as u64);
+        shard.metrics.rotate(shard.now_ms());
+    }
 }

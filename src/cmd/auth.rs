@@ -4,7 +4,6 @@
 use super::{decode_body, Ctx};
 use crate::auth::Identity;
 use crate::close::CloseReason;
-use crate::metrics;
 use crate::packet::{self, error_code};
 use crate::proto::{AuthRequest, AuthResult, Command};
 use crate::session::ConnHandle;
@@ -24,7 +23,7 @@ pub fn apply(ctx: &Ctx<'_>, req: AuthRequest) -> Result<(), CloseReason> {
         return Ok(());
     }
     let identity = ctx.shard.node.verifier.verify(&req.token).map_err(|e| {
-        metrics::inc(&ctx.shard.metrics.auth_failures);
+        ctx.shard.metrics.auth_failed(&e);
         debug!(shard = ctx.shard.id, conn = ctx.conn.id, cause = %e, "AUTH refused");
         CloseReason::AuthFailed(e.to_string())
     })?;
