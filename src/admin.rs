@@ -95,7 +95,17 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         (Method::GET, "/v1/online") => online(node, req.uri().query().unwrap_or("")).await,
         (Method::GET, "/v1/stats") => {
             let shards = gather_stats(node).await;
-            json(StatusCode::OK, stats_json(node, &shards))
+            let mut stats = stats_json(node, &shards);
+            // Cluster mode: the other nodes' summaries (as their last sweep filed them).
+            match node.registry.nodes().await {
+                Ok(Some(nodes)) => stats["nodes"] = serde_json::json!(nodes),
+                Ok(None) => {}
+                Err(e) => {
+                    stats["nodes"] = serde_json::json!([]);
+                    stats["registry_error"] = serde_json::json!(e.to_string());
+                }
+            }
+            json(StatusCode::OK, stats)
         }
         (Method::GET, "/metrics") => {
             let shards = gather_stats(node).await;

@@ -103,3 +103,37 @@ async fn online_answers_for_users_on_any_node() {
     a.stop();
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_list_the_other_nodes_summaries() {
+    let redis = Redis::shared();
+    let p = prefix("nodes");
+    let a = ready_node(&redis, &p, "A").await;
+    let b = ready_node(&redis, &p, "B").await;
+    let (_c, _) = Client::login(b.ws_addr(), &token(&b, 3701, Some(1))).await;
+    // B files its summary with each sweep (every second in these tests).
+    let stats = wait_for(
+        &a,
+        "node B's summary with its one connection",
+        |status, v| {
+            status == 200
+                && v["nodes"].as_array().is_some_and(|n| {
+                    n.iter().any(|n| n["gateway_id"] == "B" && n["connections"] == 1 && n["users"] == 1)
+                })
+        },
+        "/v1/stats",
+    )
+    .await;
+    let nodes = stats["nodes"].as_array().unwrap();
+    assert!(nodes.iter().all(|n| n["gateway_id"] != "A"), "a node does not list itself: {stats}");
+    let b_summary = nodes.iter().find(|n| n["gateway_id"] == "B").unwrap();
+    assert_eq!(b_summary["shards"], 1);
+    assert!(b_summary["last_seen_ms"].as_i64().is_some_and(|ms| ms > 1_000_000_000_000), "{b_summary}");
+    // A single node has no `nodes` key at all.
+    let solo = start(|_| {});
+    let (status, v) = get_json(&solo, "/v1/stats").await;
+    assert_eq!(status, 200);
+    assert!(v.get("nodes").is_none(), "{v}");
+    b.stop();
+    a.stop();
+}

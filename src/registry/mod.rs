@@ -87,6 +87,17 @@ pub struct RemoteSession {
     pub name: Option<SessionName>,
 }
 
+/// Another node's summary, as its last sweep filed it (`{p}gateway:{id}:stats`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeSummary {
+    pub gateway_id: String,
+    pub connections: u64,
+    pub users: u64,
+    pub shards: u64,
+    /// Its last heartbeat in `{p}gateways`, Unix ms.
+    pub last_seen_ms: i64,
+}
+
 /// What a push to other nodes reached.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RemotePush {
@@ -140,6 +151,11 @@ pub trait Registry: Send + Sync + fmt::Debug {
     /// batched writes, sweeps), until `stop` turns true; then it removes this node's
     /// entries.
     fn run(&self, node: Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) -> BoxFuture<'static, ()>;
+
+    /// Control plane: the other nodes' summaries; `None` for a single node.
+    fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeSummary>>, RegistryError>> {
+        Box::pin(async { Ok(None) })
+    }
 
     /// Control plane: each user's sessions on other nodes.
     fn locate<'a>(&'a self, users: &'a [i64]) -> BoxFuture<'a, Result<Vec<Vec<RemoteSession>>, RegistryError>>;

@@ -20,7 +20,7 @@
 //! pipelines UPSTREAMs into `XADD` and answers each on its session's shard. On stop it
 //! removes this node's entries.
 
-use super::{BoxFuture, RegistryError, RemotePush, RemoteSession, SessionName, UpstreamJob};
+use super::{BoxFuture, NodeSummary, RegistryError, RemotePush, RemoteSession, SessionName, UpstreamJob};
 use crate::config::{Config, MultiLogin};
 use crate::directory::SessionLoc;
 use crate::packet::{self, error_code};
@@ -71,6 +71,9 @@ impl Keys {
     }
     fn gateways(&self) -> String {
         format!("{}gateways", self.prefix)
+    }
+    fn stats(&self, gateway: &str) -> String {
+        format!("{}gateway:{gateway}:stats", self.prefix)
     }
     fn push(&self, gateway: &str) -> String {
         format!("{}push:{gateway}", self.prefix)
@@ -257,7 +260,23 @@ impl Inner {
     async fn sweep(&self, node: &Node, conn: &mut MultiplexedConnection) -> Result<(), RegistryError> {
         let gw = self.gateway_id();
         let now_ms = packet::now_us() / 1000;
-        self.query::<()>(conn, redis::pipe().zadd(self.keys.gateways(), gw, now_ms).ignore()).await?;
+        let stats = self.keys.stats(gw);
+        let summary = [
+            ("connections", node.open.load(std::sync::atomic::Ordering::Relaxed) as u64),
+            ("users", node.router.directory.users() as u64),
+            ("shards", node.router.shards() as u64),
+        ];
+        self.query::<()>(
+            conn,
+            redis::pipe()
+                .zadd(self.keys.gateways(), gw, now_ms)
+                .ignore()
+                .hset_multiple(&stats, &summary)
+                .ignore()
+                .expire(&stats, 3 * self.ttl_s as i64)
+                .ignore(),
+        )
+        .await?;
         self.reap(conn, now_ms).await?;
         let snapshot = node.router.directory.snapshot();
         for chunk in snapshot.chunks(SWEEP_CHUNK) {
@@ -443,7 +462,11 @@ impl Inner {
             }
             self.query::<()>(conn, &pipe).await?;
         }
-        self.query::<()>(conn, redis::pipe().del(keys.users()).ignore().zrem(keys.gateways(), gw).ignore()).await
+        self.query::<()>(
+            conn,
+            redis::pipe().del(keys.users()).ignore().del(keys.stats(gw)).ignore().zrem(keys.gateways(), gw).ignore(),
+        )
+        .await
     }
 
     /// Connected: reconcile, then serve session changes, sweeps and pub/sub until Redis
@@ -671,6 +694,35 @@ impl super::Registry for RedisRegistry {
 
     fn run(&self, node: Arc<Node>, stop: watch::Receiver<bool>) -> BoxFuture<'static, ()> {
         Box::pin(self.inner.clone().run(node, stop))
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeSummary>>, RegistryError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let mut conn = inner.conn()?;
+            let (beats,): (Vec<(String, i64)>,) =
+                inner.query(&mut conn, redis::pipe().zrange_withscores(inner.keys.gateways(), 0, -1)).await?;
+            let others: Vec<(String, i64)> = beats.into_iter().filter(|(g, _)| g != inner.gateway_id()).collect();
+            let mut pipe = redis::pipe();
+            for (g, _) in &others {
+                pipe.hgetall(inner.keys.stats(g));
+            }
+            let stats: Vec<HashMap<String, u64>> =
+                if others.is_empty() { Vec::new() } else { inner.query(&mut conn, &pipe).await? };
+            Ok(Some(
+                others
+                    .into_iter()
+                    .zip(stats)
+                    .map(|((gateway_id, last_seen_ms), s)| NodeSummary {
+                        gateway_id,
+                        connections: s.get("connections").copied().unwrap_or(0),
+                        users: s.get("users").copied().unwrap_or(0),
+                        shards: s.get("shards").copied().unwrap_or(0),
+                        last_seen_ms,
+                    })
+                    .collect(),
+            ))
+        })
     }
 
     fn locate<'a>(&'a self, users: &'a [i64]) -> BoxFuture<'a, Result<Vec<Vec<RemoteSession>>, RegistryError>> {
