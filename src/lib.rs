@@ -13,6 +13,8 @@
 //! - [`directory`]: the lock-free user -> sessions map, the only cross-shard structure,
 //!   which also orders racing logins.
 //! - [`router`]: the routing facade and the messages shards exchange.
+//! - [`admit`]: admission control beyond `max_connections`: the per-shard handshake
+//!   token bucket and the per-IP connection count.
 //! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
 //!   tokens, configuration, close codes, packet building, wire types, counters, rlimits.
@@ -21,6 +23,7 @@
 //! gather) is the `shards` crate.
 
 pub mod admin;
+pub mod admit;
 pub mod auth;
 pub mod close;
 pub mod cmd;

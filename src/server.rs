@@ -85,6 +85,7 @@ impl Gateway {
             max_connections,
             draining: AtomicBool::new(false),
             boot_nonce: fastrand::u32(..),
+            per_ip: crate::admit::IpTable::new(config.server.max_connections_per_ip),
             config,
         });
 

@@ -45,6 +45,8 @@ pub struct Node {
     pub draining: AtomicBool,
     /// Random per start, part of every session id string.
     pub boot_nonce: u32,
+    /// Connections per client address, for `server.max_connections_per_ip`.
+    pub per_ip: crate::admit::IpTable,
 }
 
 impl Node {
@@ -59,8 +61,9 @@ impl Node {
     }
 }
 
-/// A slot counted in [`Node::open`]; released on drop.
-pub struct Admission(Arc<Node>);
+/// A slot counted in [`Node::open`] and, when the per-IP cap is on, in
+/// [`Node::per_ip`]; released on drop.
+pub struct Admission(Arc<Node>, u64);
 
 impl Admission {
     /// Takes a slot, or `None` when the node is full.
@@ -70,13 +73,32 @@ impl Admission {
             node.open.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Self(node.clone()))
+        Some(Self(node.clone(), 0))
+    }
+
+    /// Also counts the connection against its address `ip`; false when that address is
+    /// at `server.max_connections_per_ip` (the node slot is kept: dropping `self`
+    /// releases it). A no-op when the cap is off.
+    pub fn count_ip(&mut self, ip: std::net::IpAddr) -> bool {
+        let table = &self.0.per_ip;
+        if !table.enabled() || self.1 != 0 {
+            return true;
+        }
+        let key = table.key(ip);
+        if !table.try_add(key) {
+            return false;
+        }
+        self.1 = key;
+        true
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.1 != 0 {
+            self.0.per_ip.remove(self.1);
+        }
     }
 }
 
@@ -102,12 +124,16 @@ pub struct Shard {
     next_msg: Cell<u64>,
     /// Set when draining: the accept loop stops, new upgrades get 503.
     pub draining: Cell<bool>,
+    /// `server.handshake_rate_per_s` / `handshake_burst`: upgrades above it get 503.
+    pub handshake_bucket: crate::admit::HandshakeBucket,
 }
 
 impl Shard {
     fn new(id: usize, node: Arc<Node>) -> Self {
         let c = &node.config.connection;
         let limits = QueueLimits { frames: c.outbound_queue, bytes: c.outbound_queue_bytes };
+        let s = &node.config.server;
+        let handshake_bucket = crate::admit::HandshakeBucket::new(s.handshake_rate_per_s, s.handshake_burst);
         Self {
             id,
             node,
@@ -119,6 +145,7 @@ impl Shard {
             next_conn: Cell::new(1),
             next_msg: Cell::new(1),
             draining: Cell::new(false),
+            handshake_bucket,
         }
     }
 
