@@ -179,17 +179,32 @@ struct KickRequest {
     reason: Option<String>,
 }
 
-async fn push(node: &Arc<Node>, req: PushRequest) -> Reply {
-    if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
-        return error(StatusCode::BAD_REQUEST, format!("user_ids must list 1 to {MAX_USERS} users"));
+impl PushRequest {
+    /// The checks a push passes before it is routed.
+    fn check(&self) -> Result<(), String> {
+        if self.user_ids.is_empty() || self.user_ids.len() > MAX_USERS {
+            return Err(format!("user_ids must list 1 to {MAX_USERS} users"));
+        }
+        if self.user_ids.iter().any(|&u| u <= 0) {
+            return Err("user_ids must be positive".into());
+        }
+        Ok(())
     }
-    if req.user_ids.iter().any(|&u| u <= 0) {
-        return error(StatusCode::BAD_REQUEST, "user_ids must be positive");
+
+    /// The PUSH frame, encoded once for every recipient (takes `msg`).
+    fn frame(&mut self) -> Bytes {
+        // receiver_id is the user when the push names exactly one; the frame is encoded
+        // once for every recipient, so a list push carries msg.receiver_id (default 0).
+        let receiver = if self.user_ids.len() == 1 { self.user_ids[0] } else { 0 };
+        packet::frame(Command::Push, 0, &std::mem::take(&mut self.msg).into_push(receiver))
     }
-    // receiver_id is the user when the push names exactly one; the frame is encoded
-    // once for every recipient, so a list push carries msg.receiver_id (default 0).
-    let receiver = if req.user_ids.len() == 1 { req.user_ids[0] } else { 0 };
-    let frame = packet::frame(Command::Push, 0, &req.msg.into_push(receiver));
+}
+
+async fn push(node: &Arc<Node>, mut req: PushRequest) -> Reply {
+    if let Err(e) = req.check() {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let frame = req.frame();
     let report = node.router.push(&req.user_ids, frame).await;
     json(
         StatusCode::OK,
@@ -203,9 +218,19 @@ async fn broadcast(node: &Arc<Node>, req: BroadcastRequest) -> Reply {
     json(StatusCode::OK, serde_json::json!({ "online_users": report.online_users, "shards": report.shards }))
 }
 
+impl KickRequest {
+    /// The checks a kick passes before it is routed.
+    fn check(&self) -> Result<(), String> {
+        if self.user_id <= 0 {
+            return Err("user_id must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
-    if req.user_id <= 0 {
-        return error(StatusCode::BAD_REQUEST, "user_id must be positive");
+    if let Err(e) = req.check() {
+        return error(StatusCode::BAD_REQUEST, e);
     }
     let reason = req.reason.unwrap_or_else(|| "kicked by admin".to_string());
     let kicked = node.router.kick(req.user_id, req.platform, &reason).await;
@@ -272,4 +297,28 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
         "open_connections": node.open.load(Ordering::Relaxed),
         "draining": node.draining.load(Ordering::Relaxed),
     })
+}
+
+/// Decodes and checks the JSON body of a POST endpoint (`path`) exactly as its handler
+/// does before it routes anything, and builds the PUSH frame a push or broadcast would
+/// send. Acts on nothing; `Err` is the message a 400 would carry. The entry of the admin
+/// fuzz target (`fuzz/fuzz_targets/admin_json.rs`).
+pub fn check_body(path: &str, body: &[u8]) -> Result<(), String> {
+    fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))
+    }
+    match path {
+        "/v1/push" => {
+            let mut req: PushRequest = decode(body)?;
+            req.check()?;
+            req.frame();
+        }
+        "/v1/broadcast" => {
+            let req: BroadcastRequest = decode(body)?;
+            packet::frame(Command::Push, 0, &req.msg.into_push(0));
+        }
+        "/v1/kick" => decode::<KickRequest>(body)?.check()?,
+        _ => return Err(format!("no such endpoint: {path}")),
+    }
+    Ok(())
 }

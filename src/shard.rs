@@ -59,6 +59,25 @@ impl Node {
     pub fn session_string(&self, id: u64) -> String {
         format!("{:08x}-{id:x}", self.boot_nonce)
     }
+
+    /// A node without listeners, executors or control plane, whose shard inboxes nobody
+    /// serves (a message to another shard is dropped as if that shard had stopped):
+    /// for driving a [`Shard`] made with [`Shard::new`] by hand, as the fuzz targets in
+    /// `fuzz/` do. [`Gateway::start`](crate::Gateway::start) builds the real one.
+    pub fn standalone(config: Config) -> Result<Arc<Self>, crate::auth::KeyError> {
+        let verifier = crate::auth::Verifier::from_config(&config.auth)?;
+        let mesh = shards::Mesh::<ShardMsg>::new(config.shard_count(), 1);
+        Ok(Arc::new(Self {
+            verifier,
+            router: Router::new(Arc::new(crate::directory::Directory::new()), mesh.sender),
+            open: AtomicUsize::new(0),
+            max_connections: config.connection.max_connections.max(1),
+            draining: AtomicBool::new(false),
+            boot_nonce: 0,
+            per_ip: crate::admit::IpTable::new(config.server.max_connections_per_ip),
+            config,
+        }))
+    }
 }
 
 /// A slot counted in [`Node::open`] and, when the per-IP cap is on, in
@@ -129,7 +148,9 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(id: usize, node: Arc<Node>) -> Self {
+    /// Shard `id`'s state, empty. [`run`] makes it on the shard's own executor; fuzz
+    /// targets make one by hand (with [`Node::standalone`]) to feed it commands.
+    pub fn new(id: usize, node: Arc<Node>) -> Self {
         let c = &node.config.connection;
         let limits = QueueLimits { frames: c.outbound_queue, bytes: c.outbound_queue_bytes };
         let s = &node.config.server;
