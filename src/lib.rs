@@ -18,6 +18,7 @@
 //! - [`admin`], [`prometheus`]: the admin HTTP API on the control-plane thread.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
 //!   tokens, configuration, close codes, packet building, wire types, counters, rlimits.
+//! - [`host`]: the start-up check of kernel settings against the deploy kit's sysctl file.
 //!
 //! The generic thread-per-core substrate (executors, SO_REUSEPORT listeners, mesh,
 //! gather) is the `shards` crate.
@@ -30,6 +31,7 @@ pub mod cmd;
 pub mod config;
 pub mod conn;
 pub mod directory;
+pub mod host;
 pub mod limits;
 pub mod metrics;
 pub mod packet;

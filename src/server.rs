@@ -60,6 +60,7 @@ impl Gateway {
     pub fn start(config: Config) -> Result<Self, StartError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let (_, nofile, _) = crate::limits::raise_nofile();
+        crate::host::warn_below_recommendations();
         let max_connections = crate::limits::effective_max_connections(config.connection.max_connections, nofile);
         let shard_count = config.shard_count();
 
