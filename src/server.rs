@@ -51,6 +51,9 @@ pub struct Gateway {
     ws_addr: SocketAddr,
     admin_addr: SocketAddr,
     pool: Option<Pool<()>>,
+    /// The shards' listening sockets (owned by the shards until they stop), so that
+    /// [`Gateway::shutdown`] can take every one out of the `SO_REUSEPORT` group at once.
+    listener_fds: Vec<RawFd>,
     control: Option<std::thread::JoinHandle<()>>,
     stop_control: tokio::sync::watch::Sender<bool>,
 }
@@ -94,6 +97,7 @@ impl Gateway {
         type Slot = Option<(RawFd, flume::Receiver<ShardMsg>)>;
         let slots: Vec<Slot> =
             mesh.receivers.into_iter().enumerate().map(|(i, rx)| listeners.take(i).map(|fd| (fd, rx))).collect();
+        let listener_fds: Vec<RawFd> = slots.iter().flatten().map(|(fd, _)| *fd).collect();
         let slots = Arc::new(Mutex::new(slots));
         let pool_config = PoolConfig {
             shards: shard_count,
@@ -152,7 +156,7 @@ impl Gateway {
             max_connections,
             "im-gateway started"
         );
-        Ok(Self { node, ws_addr, admin_addr, pool: Some(pool), control: Some(control), stop_control })
+        Ok(Self { node, ws_addr, admin_addr, pool: Some(pool), listener_fds, control: Some(control), stop_control })
     }
 
     /// Address of the client WebSocket listener.
@@ -178,6 +182,15 @@ impl Gateway {
         }
         let s = &self.node.config.server;
         info!(window_ms = s.drain_window_ms, deadline_ms = s.shutdown_timeout_ms, "draining");
+        // Leave the SO_REUSEPORT group on every shard at once, before any shard tells
+        // its clients to come back: a client reconnecting after its 1001 must reach a
+        // process that stays (the new one of a hand-over), not a sibling shard of ours
+        // that has not handled its Drain yet. Each shard's accept loop ends on it.
+        for &fd in &self.listener_fds {
+            // SAFETY: shutdown(2) on a listening socket a shard owns and keeps open
+            // until it has handled the Drain sent below.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
         for shard in 0..self.node.router.shards() {
             let _ = self.node.router.mesh.send_blocking(
                 shard,

@@ -385,6 +385,13 @@ impl Listener {
                     glommio::spawn_local(conn::serve(shard, stream)).detach();
                 }
                 Err(_) if self.shard.draining.get() => return, // the listener was shut
+                Err(_) if self.shard.node.draining.load(Ordering::Acquire) => {
+                    // `Gateway::shutdown` shut every shard's listener at once; this
+                    // shard's Drain is on its way. Keep the listener (and so its fd)
+                    // open until then: `run` shuts that fd again, and a closed fd's
+                    // number may by then belong to another socket.
+                    Timer::new(Duration::from_millis(20)).await;
+                }
                 Err(e) => {
                     let err = std::io::Error::from(e);
                     match err.raw_os_error() {
