@@ -235,18 +235,44 @@ impl Drop for Gateway {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (for `main`).
-pub fn wait_for_signal() -> std::io::Result<&'static str> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+/// SIGTERM and SIGINT, caught from the moment [`Signals::install`] returns (for `main`).
+///
+/// Installed before the gateway starts, so a signal that arrives between "im-gateway
+/// started" and the wait is held for [`Signals::wait`] rather than killing the process
+/// with the default action (no drain).
+pub struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (term, int) = rt.block_on(async {
+            Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+        })?;
+        Ok(Self { rt, term, int })
+    }
+
+    /// Waits for the first SIGTERM or SIGINT since [`Signals::install`] and names it.
+    pub fn wait(mut self) -> &'static str {
+        let (term, int) = (&mut self.term, &mut self.int);
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
         })
-    })
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (for `main`); prefer [`Signals`], installed before the
+/// gateway starts.
+pub fn wait_for_signal() -> std::io::Result<&'static str> {
+    Ok(Signals::install()?.wait())
 }
 
 /// How long `main` waits for a drain before giving up, beyond the configured deadline.
