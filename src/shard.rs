@@ -71,7 +71,12 @@ impl Node {
             verifier,
             router: Router::new(Arc::new(crate::directory::Directory::new()), mesh.sender),
             open: AtomicUsize::new(0),
-            max_connections: config.connection.max_connections.max(1),
+            // 0 means "from the open-file limit" in a real node; a hand-driven shard
+            // opens no sockets, so no limit.
+            max_connections: match config.connection.max_connections {
+                0 => usize::MAX,
+                n => n,
+            },
             draining: AtomicBool::new(false),
             boot_nonce: 0,
             per_ip: crate::admit::IpTable::new(config.server.max_connections_per_ip),
