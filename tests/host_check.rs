@@ -48,3 +48,31 @@ async fn binary_warns_once_per_setting_below_recommendation() {
     keys.dedup();
     assert_eq!(keys.len(), n, "one warning per setting");
 }
+
+/// `scripts/tune-host.sh --check` prints every setting of the sysctl file with the host's
+/// value, the recommendation and a verdict, and its exit code says whether any falls
+/// short (the same verdicts as the binary's check).
+#[test]
+fn tune_host_check_prints_current_against_recommended() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/tune-host.sh"))
+        .arg("--check")
+        .output()
+        .expect("run tune-host.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let recs = im_gateway::host::parse_recommendations(im_gateway::host::RECOMMENDED);
+    let short = im_gateway::host::check(&recs, im_gateway::host::read_sysctl);
+    for (key, recommended) in &recs {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key.as_str()))
+            .unwrap_or_else(|| panic!("no line for {key}:\n{text}"));
+        assert!(line.contains(recommended.as_str()), "{line}");
+        let says_short = line.trim_end().ends_with("SHORT");
+        assert_eq!(says_short, short.iter().any(|s| &s.key == key), "script and binary disagree on {key}: {line}");
+    }
+    assert_eq!(out.status.code(), Some(if short.is_empty() { 0 } else { 1 }), "{text}");
+    let usage = std::process::Command::new("bash").arg(root.join("scripts/tune-host.sh")).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
