@@ -201,17 +201,32 @@ struct KickRequest {
     reason: Option<String>,
 }
 
-async fn push(node: &Arc<Node>, req: PushRequest) -> Reply {
-    if req.user_ids.is_empty() || req.user_ids.len() > MAX_USERS {
-        return error(StatusCode::BAD_REQUEST, format!("user_ids must list 1 to {MAX_USERS} users"));
+impl PushRequest {
+    /// The checks a push passes before it is routed.
+    fn check(&self) -> Result<(), String> {
+        if self.user_ids.is_empty() || self.user_ids.len() > MAX_USERS {
+            return Err(format!("user_ids must list 1 to {MAX_USERS} users"));
+        }
+        if self.user_ids.iter().any(|&u| u <= 0) {
+            return Err("user_ids must be positive".into());
+        }
+        Ok(())
     }
-    if req.user_ids.iter().any(|&u| u <= 0) {
-        return error(StatusCode::BAD_REQUEST, "user_ids must be positive");
+
+    /// The PUSH message (takes `msg`); its frame is encoded once for every recipient.
+    fn message(&mut self) -> PushMsg {
+        // receiver_id is the user when the push names exactly one; the frame is encoded
+        // once for every recipient, so a list push carries msg.receiver_id (default 0).
+        let receiver = if self.user_ids.len() == 1 { self.user_ids[0] } else { 0 };
+        std::mem::take(&mut self.msg).into_push(receiver)
     }
-    // receiver_id is the user when the push names exactly one; the frame is encoded
-    // once for every recipient, so a list push carries msg.receiver_id (default 0).
-    let receiver = if req.user_ids.len() == 1 { req.user_ids[0] } else { 0 };
-    let msg = req.msg.into_push(receiver);
+}
+
+async fn push(node: &Arc<Node>, mut req: PushRequest) -> Reply {
+    if let Err(e) = req.check() {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    let msg = req.message();
     let frame = packet::frame(Command::Push, 0, &msg);
     // Users on this node first, straight to their shards (no Redis involved) ...
     let local: Vec<bool> =
@@ -252,9 +267,19 @@ async fn broadcast(node: &Arc<Node>, req: BroadcastRequest) -> Reply {
     json(StatusCode::OK, body)
 }
 
+impl KickRequest {
+    /// The checks a kick passes before it is routed.
+    fn check(&self) -> Result<(), String> {
+        if self.user_id <= 0 {
+            return Err("user_id must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
-    if req.user_id <= 0 {
-        return error(StatusCode::BAD_REQUEST, "user_id must be positive");
+    if let Err(e) = req.check() {
+        return error(StatusCode::BAD_REQUEST, e);
     }
     let reason = req.reason.unwrap_or_else(|| "kicked by admin".to_string());
     let kicked = node.router.kick(req.user_id, req.platform, &reason).await;
@@ -349,4 +374,28 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
         // Wall clock of this answer (Unix ms): the dashboard's rates divide by it.
         "now_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     })
+}
+
+/// Decodes and checks the JSON body of a POST endpoint (`path`) exactly as its handler
+/// does before it routes anything, and builds the PUSH frame a push or broadcast would
+/// send. Acts on nothing; `Err` is the message a 400 would carry. The entry of the admin
+/// fuzz target (`fuzz/fuzz_targets/admin_json.rs`).
+pub fn check_body(path: &str, body: &[u8]) -> Result<(), String> {
+    fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))
+    }
+    match path {
+        "/v1/push" => {
+            let mut req: PushRequest = decode(body)?;
+            req.check()?;
+            packet::frame(Command::Push, 0, &req.message());
+        }
+        "/v1/broadcast" => {
+            let req: BroadcastRequest = decode(body)?;
+            packet::frame(Command::Push, 0, &req.msg.into_push(0));
+        }
+        "/v1/kick" => decode::<KickRequest>(body)?.check()?,
+        _ => return Err(format!("no such endpoint: {path}")),
+    }
+    Ok(())
 }

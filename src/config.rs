@@ -83,6 +83,14 @@ pub struct ServerConfig {
     /// Join an existing SO_REUSEPORT group on `listen` instead of refusing to start
     /// (zero-downtime hand-over). Default false.
     pub reuse_port_join: bool,
+    /// Handshakes each shard admits per second (token bucket refill); above it the
+    /// upgrade gets 503 + Retry-After. 0 = no limit. Default 0.
+    pub handshake_rate_per_s: u32,
+    /// Handshake bucket size per shard (burst); 0 = one second's worth. Default 0.
+    pub handshake_burst: u32,
+    /// Connections one client IP address may hold in this process; above it the
+    /// upgrade gets 503 + Retry-After. 0 = no limit. Default 0.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +110,9 @@ impl Default for ServerConfig {
             drain_window_ms: 5000,
             shutdown_timeout_ms: 10_000,
             reuse_port_join: false,
+            handshake_rate_per_s: 0,
+            handshake_burst: 0,
+            max_connections_per_ip: 0,
         }
     }
 }

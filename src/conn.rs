@@ -128,10 +128,25 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> 
         refuse(shard, stream, 503, "draining", Some(retry)).await;
         return None;
     }
-    let Some(admission) = Admission::try_take(node) else {
+    // Cheapest check first: the shard's handshake bucket, before anything is counted
+    // or verified.
+    if !shard.handshake_bucket.try_take(shard.now_ms()) {
+        refuse(shard, stream, 503, "handshake rate over the limit", Some(1 + fastrand::u64(0..3))).await;
+        return None;
+    }
+    let Some(mut admission) = Admission::try_take(node) else {
         refuse(shard, stream, 503, "over capacity", Some(1 + fastrand::u64(0..5))).await;
         return None;
     };
+    if node.per_ip.enabled() {
+        // getpeername(2) only when the cap is on; the address is not kept.
+        let counted = stream.peer_addr().map(|peer| admission.count_ip(peer.ip()));
+        if !matches!(counted, Ok(true)) {
+            drop(admission);
+            refuse(shard, stream, 503, "too many connections from this address", Some(1 + fastrand::u64(0..5))).await;
+            return None;
+        }
+    }
     // A token at the upgrade is checked before we switch protocols: a bad one is 401.
     let identity = match upgrade.token.as_deref().map(|t| node.verifier.verify(t)) {
         None => None,

@@ -17,15 +17,19 @@
 //!   (single node) or Redis (cluster mode), driven from the control-plane thread.
 //! - [`admin`], [`prometheus`], [`dashboard`]: the admin HTTP API on the control-plane
 //!   thread, its Prometheus exposition and its embedded per-core dashboard page.
+//! - [`admit`]: admission control beyond `max_connections`: the per-shard handshake
+//!   token bucket and the per-IP connection count.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
 //!   tokens, configuration, close codes, packet building, wire types, counters and
 //!   latency histograms, rlimits.
 //! - [`logs`]: the per-shard limiter that keeps misbehaving clients from flooding the log.
+//! - [`host`]: the start-up check of kernel settings against the deploy kit's sysctl file.
 //!
 //! The generic thread-per-core substrate (executors, SO_REUSEPORT listeners, mesh,
 //! gather) is the `shards` crate.
 
 pub mod admin;
+pub mod admit;
 pub mod auth;
 pub mod close;
 pub mod cmd;
@@ -33,6 +37,7 @@ pub mod config;
 pub mod conn;
 pub mod dashboard;
 pub mod directory;
+pub mod host;
 pub mod limits;
 pub mod logs;
 pub mod metrics;

@@ -95,6 +95,15 @@ fn main() -> ExitCode {
         tracing::warn!("auth.jwt_secret is the development default; set IMGW_AUTH_JWT_SECRET in production");
     }
     let deadline = std::time::Duration::from_millis(config.server.shutdown_timeout_ms) + im_gateway::server::EXIT_GRACE;
+    // Catch SIGTERM/SIGINT before anything runs: one that arrives during start-up is
+    // then a drain, not the default action's abrupt exit.
+    let signals = match im_gateway::server::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("im-gateway: cannot install signal handlers: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let gateway = match im_gateway::Gateway::start(config) {
         Ok(g) => g,
         Err(e) => {
@@ -103,10 +112,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match im_gateway::server::wait_for_signal() {
-        Ok(sig) => tracing::info!(signal = sig, "shutting down"),
-        Err(e) => tracing::error!(cause = %e, "cannot wait for signals; shutting down"),
-    }
+    let sig = signals.wait();
+    tracing::info!(signal = sig, "shutting down");
     gateway.shutdown();
     // Bound the whole drain: a stuck shard must not keep the process alive.
     std::thread::spawn(move || {

@@ -56,6 +56,9 @@ pub struct Gateway {
     ws_addr: SocketAddr,
     admin_addr: SocketAddr,
     pool: Option<Pool<()>>,
+    /// The shards' listening sockets (owned by the shards until they stop), so that
+    /// [`Gateway::shutdown`] can take every one out of the `SO_REUSEPORT` group at once.
+    listener_fds: Vec<RawFd>,
     control: Option<std::thread::JoinHandle<()>>,
     stop_control: tokio::sync::watch::Sender<bool>,
 }
@@ -65,6 +68,7 @@ impl Gateway {
     pub fn start(config: Config) -> Result<Self, StartError> {
         let verifier = Verifier::from_config(&config.auth)?;
         let (_, nofile, _) = crate::limits::raise_nofile();
+        crate::host::warn_below_recommendations();
         let max_connections = crate::limits::effective_max_connections(config.connection.max_connections, nofile);
         let shard_count = config.shard_count();
 
@@ -93,6 +97,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             boot_nonce,
             registry,
+            per_ip: crate::admit::IpTable::new(config.server.max_connections_per_ip),
             config,
         });
 
@@ -100,6 +105,7 @@ impl Gateway {
         type Slot = Option<(RawFd, flume::Receiver<ShardMsg>)>;
         let slots: Vec<Slot> =
             mesh.receivers.into_iter().enumerate().map(|(i, rx)| listeners.take(i).map(|fd| (fd, rx))).collect();
+        let listener_fds: Vec<RawFd> = slots.iter().flatten().map(|(fd, _)| *fd).collect();
         let slots = Arc::new(Mutex::new(slots));
         let pool_config = PoolConfig {
             shards: shard_count,
@@ -160,7 +166,7 @@ impl Gateway {
             max_connections,
             "im-gateway started"
         );
-        Ok(Self { node, ws_addr, admin_addr, pool: Some(pool), control: Some(control), stop_control })
+        Ok(Self { node, ws_addr, admin_addr, pool: Some(pool), listener_fds, control: Some(control), stop_control })
     }
 
     /// Address of the client WebSocket listener.
@@ -186,6 +192,15 @@ impl Gateway {
         }
         let s = &self.node.config.server;
         info!(window_ms = s.drain_window_ms, deadline_ms = s.shutdown_timeout_ms, "draining");
+        // Leave the SO_REUSEPORT group on every shard at once, before any shard tells
+        // its clients to come back: a client reconnecting after its 1001 must reach a
+        // process that stays (the new one of a hand-over), not a sibling shard of ours
+        // that has not handled its Drain yet. Each shard's accept loop ends on it.
+        for &fd in &self.listener_fds {
+            // SAFETY: shutdown(2) on a listening socket a shard owns and keeps open
+            // until it has handled the Drain sent below.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
         for shard in 0..self.node.router.shards() {
             let _ = self.node.router.mesh.send_blocking(
                 shard,
@@ -230,18 +245,44 @@ impl Drop for Gateway {
     }
 }
 
-/// Waits for SIGTERM or SIGINT (for `main`).
-pub fn wait_for_signal() -> std::io::Result<&'static str> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
+/// SIGTERM and SIGINT, caught from the moment [`Signals::install`] returns (for `main`).
+///
+/// Installed before the gateway starts, so a signal that arrives between "im-gateway
+/// started" and the wait is held for [`Signals::wait`] rather than killing the process
+/// with the default action (no drain).
+pub struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        Ok(tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (term, int) = rt.block_on(async {
+            Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+        })?;
+        Ok(Self { rt, term, int })
+    }
+
+    /// Waits for the first SIGTERM or SIGINT since [`Signals::install`] and names it.
+    pub fn wait(mut self) -> &'static str {
+        let (term, int) = (&mut self.term, &mut self.int);
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
         })
-    })
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (for `main`); prefer [`Signals`], installed before the
+/// gateway starts.
+pub fn wait_for_signal() -> std::io::Result<&'static str> {
+    Ok(Signals::install()?.wait())
 }
 
 /// How long `main` waits for a drain before giving up, beyond the configured deadline.

@@ -53,6 +53,8 @@ pub struct Node {
     /// Where users are beyond this node (embedded, or Redis in cluster mode). Shards
     /// only hand it session changes and UPSTREAMs; it never blocks them.
     pub registry: Arc<dyn crate::registry::Registry>,
+    /// Connections per client address, for `server.max_connections_per_ip`.
+    pub per_ip: crate::admit::IpTable,
 }
 
 impl Node {
@@ -66,10 +68,37 @@ impl Node {
     pub fn session_string(&self, id: u64, platform: i32) -> String {
         crate::registry::SessionName { nonce: self.boot_nonce, id, platform }.to_string()
     }
+
+    /// A node without listeners, executors or control plane, whose shard inboxes nobody
+    /// serves (a message to another shard is dropped as if that shard had stopped):
+    /// for driving a [`Shard`] made with [`Shard::new`] by hand, as the fuzz targets in
+    /// `fuzz/` do. [`Gateway::start`](crate::Gateway::start) builds the real one.
+    pub fn standalone(config: Config) -> Result<Arc<Self>, crate::auth::KeyError> {
+        let verifier = crate::auth::Verifier::from_config(&config.auth)?;
+        let mesh = shards::Mesh::<ShardMsg>::new(config.shard_count(), 1);
+        Ok(Arc::new(Self {
+            verifier,
+            router: Router::new(Arc::new(crate::directory::Directory::new()), mesh.sender),
+            open: AtomicUsize::new(0),
+            // 0 means "from the open-file limit" in a real node; a hand-driven shard
+            // opens no sockets, so no limit.
+            max_connections: match config.connection.max_connections {
+                0 => usize::MAX,
+                n => n,
+            },
+            draining: AtomicBool::new(false),
+            boot_nonce: 0,
+            // Single node: the hand-driven shard never reaches a cluster.
+            registry: Arc::new(crate::registry::Embedded),
+            per_ip: crate::admit::IpTable::new(config.server.max_connections_per_ip),
+            config,
+        }))
+    }
 }
 
-/// A slot counted in [`Node::open`]; released on drop.
-pub struct Admission(Arc<Node>);
+/// A slot counted in [`Node::open`] and, when the per-IP cap is on, in
+/// [`Node::per_ip`]; released on drop.
+pub struct Admission(Arc<Node>, u64);
 
 impl Admission {
     /// Takes a slot, or `None` when the node is full.
@@ -79,13 +108,32 @@ impl Admission {
             node.open.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Self(node.clone()))
+        Some(Self(node.clone(), 0))
+    }
+
+    /// Also counts the connection against its address `ip`; false when that address is
+    /// at `server.max_connections_per_ip` (the node slot is kept: dropping `self`
+    /// releases it). A no-op when the cap is off.
+    pub fn count_ip(&mut self, ip: std::net::IpAddr) -> bool {
+        let table = &self.0.per_ip;
+        if !table.enabled() || self.1 != 0 {
+            return true;
+        }
+        let key = table.key(ip);
+        if !table.try_add(key) {
+            return false;
+        }
+        self.1 = key;
+        true
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.1 != 0 {
+            self.0.per_ip.remove(self.1);
+        }
     }
 }
 
@@ -113,13 +161,19 @@ pub struct Shard {
     next_msg: Cell<u64>,
     /// Set when draining: the accept loop stops, new upgrades get 503.
     pub draining: Cell<bool>,
+    /// `server.handshake_rate_per_s` / `handshake_burst`: upgrades above it get 503.
+    pub handshake_bucket: crate::admit::HandshakeBucket,
 }
 
 impl Shard {
-    fn new(id: usize, node: Arc<Node>) -> Self {
+    /// Shard `id`'s state, empty. [`run`] makes it on the shard's own executor; fuzz
+    /// targets make one by hand (with [`Node::standalone`]) to feed it commands.
+    pub fn new(id: usize, node: Arc<Node>) -> Self {
         let c = &node.config.connection;
         let limits = QueueLimits { frames: c.outbound_queue, bytes: c.outbound_queue_bytes };
         let log_limit = LogLimiter::new(node.config.log.warn_per_second);
+        let s = &node.config.server;
+        let handshake_bucket = crate::admit::HandshakeBucket::new(s.handshake_rate_per_s, s.handshake_burst);
         Self {
             id,
             node,
@@ -132,6 +186,7 @@ impl Shard {
             next_conn: Cell::new(1),
             next_msg: Cell::new(1),
             draining: Cell::new(false),
+            handshake_bucket,
         }
     }
 
@@ -389,6 +444,13 @@ impl Listener {
                     glommio::spawn_local(conn::serve(shard, stream)).detach();
                 }
                 Err(_) if self.shard.draining.get() => return, // the listener was shut
+                Err(_) if self.shard.node.draining.load(Ordering::Acquire) => {
+                    // `Gateway::shutdown` shut every shard's listener at once; this
+                    // shard's Drain is on its way. Keep the listener (and so its fd)
+                    // open until then: `run` shuts that fd again, and a closed fd's
+                    // number may by then belong to another socket.
+                    Timer::new(Duration::from_millis(20)).await;
+                }
                 Err(e) => {
                     let err = std::io::Error::from(e);
                     match err.raw_os_error() {

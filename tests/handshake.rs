@@ -103,3 +103,66 @@ async fn an_upgrade_that_never_completes_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     gw.stop();
 }
+
+/// A TLS 1.3-style ClientHello (record header, handshake header, random, suites, SNI),
+/// as a client configured for `wss://` sends to a plain port.
+fn tls_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x03];
+    hello.extend((0u8..32).map(|i| i.wrapping_mul(37))); // random
+    hello.push(32);
+    hello.extend([0xab; 32]); // legacy session id
+    hello.extend([0x00, 0x06, 0x13, 0x01, 0x13, 0x02, 0x13, 0x03]); // cipher suites
+    hello.extend([0x01, 0x00]); // compression: null
+    let sni = b"chat.example.com";
+    let mut ext = vec![0x00, 0x00];
+    ext.extend(((sni.len() + 5) as u16).to_be_bytes());
+    ext.extend(((sni.len() + 3) as u16).to_be_bytes());
+    ext.push(0);
+    ext.extend((sni.len() as u16).to_be_bytes());
+    ext.extend(sni);
+    hello.extend((ext.len() as u16).to_be_bytes());
+    hello.extend(ext);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend((hello.len() as u16).to_be_bytes());
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend((handshake.len() as u16).to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_hello_and_binary_garbage_get_400_and_a_closed_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start(|_| {});
+    let inputs: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("TLS ClientHello", tls_client_hello(), "HTTP/1.1 400"),
+        ("binary", (0..=255u8).rev().cycle().take(1500).collect(), "HTTP/1.1 400"),
+        ("NUL bytes", vec![0; 64], "HTTP/1.1 400"),
+        ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("bad header line", b"GET /ws HTTP/1.1\r\nHo st: x\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("POST", b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".to_vec(), "HTTP/1.1 405"),
+        ("SSH banner", b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(), "HTTP/1.1 400"),
+    ];
+    for (what, bytes, expect) in &inputs {
+        let mut s = tokio::net::TcpStream::connect(gw.ws_addr()).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        // The answer comes, then the server closes: read_to_end ends (EOF or reset
+        // after the answer), it does not wait for the handshake timeout.
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(HANG, s.read_to_end(&mut out)).await.unwrap_or_else(|_| panic!("{what}: hung"));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with(expect), "{what}: {text}");
+        assert!(text.contains("Connection: close") && text.contains("{\"error\""), "{what}: {text}");
+    }
+    let v = stats(&gw).await;
+    let shards = v["shards"].as_array().unwrap();
+    let refused: u64 = shards.iter().map(|s| s["rejected"]["400"].as_u64().unwrap()).sum();
+    assert_eq!(refused, 7, "{v}");
+    assert_eq!(shards.iter().map(|s| s["connections"].as_u64().unwrap()).sum::<u64>(), 0, "{v}");
+    // Unharmed: a real client still gets in.
+    let (c, r) = Client::login(gw.ws_addr(), &token(&gw, 9, None)).await;
+    assert_eq!(r.user_id, 9);
+    drop(c);
+    gw.stop();
+}

@@ -382,3 +382,85 @@ pub fn retry_after_ms(reason: &str) -> u64 {
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().unwrap_or_else(|_| panic!("no number after retry_after_ms= in {reason:?}"))
 }
+
+/// A gateway binary running in the background, its stderr followed line by line.
+/// Killed (SIGKILL) on drop unless it has exited.
+pub struct Running {
+    pub child: std::process::Child,
+    pub pid: libc::pid_t,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl Running {
+    /// Spawns `cmd` with stderr piped and waits for its "im-gateway started" line.
+    pub async fn start(mut cmd: std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child =
+            cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+        let pid = child.id() as libc::pid_t;
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Self { child, pid, lines, log: Vec::new() };
+        running.wait_for_line("im-gateway started").await;
+        running
+    }
+
+    /// Reads stderr until a line contains `text`; panics (with the log) if the process
+    /// ends first.
+    pub async fn wait_for_line(&mut self, text: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(HANG, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no line with {text:?} in time:\n{}", self.log.join("\n")));
+            let Some(line) = line else { panic!("im-gateway ended before {text:?}:\n{}", self.log.join("\n")) };
+            self.log.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: plain kill(2) of the child we spawned.
+        assert_eq!(unsafe { libc::kill(self.pid, libc::SIGTERM) }, 0);
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the exit (bounded by [`HANG`]) and returns the status and the whole
+    /// log. The end of stderr is the event: it closes when the process exits.
+    pub async fn exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        loop {
+            let line = tokio::time::timeout(HANG, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("did not exit:\n{}", self.log.join("\n")));
+            match line {
+                Some(line) => self.log.push(line),
+                None => break,
+            }
+        }
+        let status = self.child.wait().expect("wait");
+        (status, std::mem::take(&mut self.log))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: plain kill(2) of the child we spawned.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
