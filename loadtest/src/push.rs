@@ -230,6 +230,8 @@ async fn open_loop(run: &Run<'_>, rate: f64, base_id: u64) -> Value {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut batches = Batches { users: users.to_vec(), next: 0, batch: a.batch };
     let started = Instant::now();
+    // The gateway's RSS through the phase (the soak figure: flat or growing).
+    let (stop_rss, rss_task) = rss_sampler(common.gateway_pid, Duration::from_secs_f64((a.duration / 60.0).max(1.0)));
     let mut tasks = Vec::with_capacity(total as usize);
     for i in 0..total {
         tick.tick().await;
@@ -240,14 +242,50 @@ async fn open_loop(run: &Run<'_>, rate: f64, base_id: u64) -> Value {
     for t in tasks {
         let _ = t.await;
     }
+    let _ = stop_rss.send(true);
+    let rss = rss_task.await.unwrap_or_default();
     let received = drain(receipts, c.expected.load(Ordering::SeqCst), Duration::from_secs(3)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let after = Sample::take(common.gateway_pid);
     let cpu = before.cpu_s.zip(after.cpu_s).map(|(b, a)| a - b);
     let mut r = phase_report(receipts, &c, received, elapsed, cpu);
     r["target_rate_per_s"] = json!(rate);
+    r["gateway_rss_drift_pct"] = json!(rss_drift_pct(&rss));
+    r["gateway_rss_samples"] = json!(rss);
     r["gateway_shard_cpu_s"] = before.shard_cpu_s(&after);
     r
+}
+
+/// Samples the gateway's RSS every `every` until told to stop: `[[seconds, bytes], ..]`.
+fn rss_sampler(
+    pid: Option<u32>,
+    every: Duration,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Vec<(f64, u64)>>) {
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut out = Vec::new();
+        let Some(pid) = pid else { return out };
+        let t0 = Instant::now();
+        loop {
+            if let Ok(rss) = crate::sys::rss_bytes(pid) {
+                out.push((t0.elapsed().as_secs_f64(), rss));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return out,
+            }
+        }
+    });
+    (stop_tx, task)
+}
+
+/// Spread of the RSS samples after the first tenth of the phase (warm-up), as a
+/// percentage of the smallest: how far from flat the gateway's memory stayed.
+fn rss_drift_pct(samples: &[(f64, u64)]) -> Option<f64> {
+    let end = samples.last()?.0;
+    let steady: Vec<u64> = samples.iter().filter(|(t, _)| *t >= end / 10.0).map(|s| s.1).collect();
+    let (min, max) = (*steady.iter().min()?, *steady.iter().max()?);
+    Some((max - min) as f64 * 100.0 / min.max(1) as f64)
 }
 
 /// Opens the connections of `plan` in this process and keeps them, recording receipts.
@@ -373,6 +411,10 @@ pub fn print_push(r: &Value) {
             p["request_errors"],
             p["gateway_cpu_us_per_push"].as_f64().map_or("?".into(), |v| format!("{v:.2}"))
         );
+        if let Some(d) = p["gateway_rss_drift_pct"].as_f64() {
+            let s = p["gateway_rss_samples"].as_array().map_or(0, Vec::len);
+            println!("  gateway RSS: {d:.2} % spread over {s} samples after warm-up");
+        }
         println!(
             "  {:<8} {:>8} {:>8} {:>8} {:>8}  (ms, server_ts_us -> receipt)",
             "shard", "p50", "p99", "p999", "max"
