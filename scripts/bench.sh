@@ -58,17 +58,24 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# free_port NAME: sets $NAME to a port nothing listens on and this script has not
+# handed out yet (the ports are bound later, so two calls must never agree).
+TAKEN=" "
 free_port() {
     local p
     while :; do
         p=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+        [[ $TAKEN == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            TAKEN+="$p "
+            printf -v "$1" '%s' "$p"
+            return
+        fi
     done
 }
 
-WS_PORT=$(free_port)
-ADMIN_PORT=$(free_port)
-while [[ $ADMIN_PORT == "$WS_PORT" ]]; do ADMIN_PORT=$(free_port); done
+free_port WS_PORT
+free_port ADMIN_PORT
 TARGET=127.0.0.1:$WS_PORT
 ADMIN=127.0.0.1:$ADMIN_PORT
 GW_PID=""

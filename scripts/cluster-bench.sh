@@ -44,11 +44,19 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# free_port NAME: sets $NAME to a port nothing listens on and this script has not
+# handed out yet (the ports are bound later, so two calls must never agree).
+TAKEN=" "
 free_port() {
     local p
     while :; do
         p=$((20000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+        [[ $TAKEN == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            TAKEN+="$p "
+            printf -v "$1" '%s' "$p"
+            return
+        fi
     done
 }
 http_get() { # http_get PORT PATH
@@ -60,7 +68,7 @@ http_get() { # http_get PORT PATH
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-REDIS_PORT=$(free_port)
+free_port REDIS_PORT
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --loglevel warning \
     >"$OUT/redis.log" 2>&1 &
 PIDS+=($!)
@@ -69,7 +77,7 @@ REDIS_PID=$(redis-cli -p "$REDIS_PORT" info server | awk -F: '/process_id/{print
 
 WS=(); ADMIN=(); GPID=()
 for i in $(seq 1 "$NODES"); do
-    ws=$(free_port); admin=$(free_port)
+    free_port ws; free_port admin
     IMGW_SERVER_PIN_CORES=false RUST_LOG=warn "$GW" --shards 1 --gateway-id "node$i" \
         --listen "127.0.0.1:$ws" --admin "127.0.0.1:$admin" --redis "redis://127.0.0.1:$REDIS_PORT/" \
         >"$OUT/node$i.log" 2>&1 &
@@ -80,6 +88,13 @@ for i in $(seq 0 $((NODES - 1))); do
         http_get "${ADMIN[$i]}" /readyz 2>/dev/null | grep -q '"ready":true' && break
         sleep 0.05
     done
+done
+for i in $(seq 0 $((NODES - 1))); do
+    if ! kill -0 "${GPID[$i]}" 2>/dev/null; then
+        echo "node$((i + 1)) did not start:" >&2
+        tail -2 "$OUT/node$((i + 1)).log" >&2
+        exit 1
+    fi
 done
 echo "== $NODES nodes ready on redis :$REDIS_PORT"
 
