@@ -129,11 +129,18 @@ T0=$(date +%s.%N)
 C0=(); for p in "${GPID[@]}"; do C0+=("$(cpu_ticks "$p")"); done
 RC0=$(cpu_ticks "$REDIS_PID")
 
+# Let the registry settle first: the logins' batched writes may still be draining.
+sleep "${SETTLE_S:-0}"
 echo "== cross-node push while held: clients on nodes 1..$((NODES - 1)), pushes via node $NODES"
 PUSH_TARGETS=$(IFS=,; echo "${WS[*]:0:$((NODES - 1))}")
 "$LT" --target "$PUSH_TARGETS" --admin "127.0.0.1:${ADMIN[$((NODES - 1))]}" --json push \
     --connections 400 --first-user 9000000 --rate 2000 --no-saturate --push-rate 2000 --batch 10 \
     --duration 10 >"$OUT/push.json" || echo "push failed" >&2
+
+# Each node's own view (push delivery latency router -> socket, loop stalls, per shard).
+for i in $(seq 0 $((NODES - 1))); do
+    http_get "${ADMIN[$i]}" /v1/stats | sed -n '/^{/,$p' >"$OUT/stats-node$((i + 1)).json"
+done
 
 sleep 20
 T1=$(date +%s.%N)
@@ -153,4 +160,4 @@ wait "$HOLD_PID" || true
     echo "kernel tcp mem pages before=$SOCK0 held=$SOCK1"
     echo "CPU sample window ${WIN}s while all are held (includes the cross-node push run)"
 } | tee "$OUT/summary.txt"
-echo "== hold report: $OUT/hold.json; push report: $OUT/push.json"
+echo "== hold report: $OUT/hold.json; push report: $OUT/push.json; nodes' /v1/stats: $OUT/stats-node*.json"

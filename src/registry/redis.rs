@@ -498,6 +498,31 @@ impl Inner {
         let mut sweep = tokio::time::interval(self.sweep);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         sweep.tick().await; // the first tick is immediate; we just swept
+                            // Deliveries from pub/sub run beside the registry writes, not between them: a
+                            // backlog of session changes (right after a login storm) must not hold pushes
+                            // for this node's users. Both are polled by this one task.
+        let deliveries = async {
+            while let Some(m) = messages.next().await {
+                self.on_message(node, m).await;
+            }
+            Err(RegistryError::Redis("subscription connection lost".into()))
+        };
+        tokio::select! {
+            r = deliveries => r,
+            r = self.write_loop(node, &mut conn, ops, stop, sweep) => r,
+        }
+    }
+
+    /// Applies session changes in batches and sweeps, until `stop` (`Ok`) or a Redis
+    /// error.
+    async fn write_loop(
+        &self,
+        node: &Node,
+        conn: &mut MultiplexedConnection,
+        ops: &flume::Receiver<Op>,
+        stop: &mut watch::Receiver<bool>,
+        mut sweep: tokio::time::Interval,
+    ) -> Result<(), RegistryError> {
         let mut batch = Vec::with_capacity(OP_BATCH);
         loop {
             tokio::select! {
@@ -506,24 +531,20 @@ impl Inner {
                         return Ok(());
                     }
                 }
-                m = messages.next() => match m {
-                    Some(m) => self.on_message(node, m).await,
-                    None => return Err(RegistryError::Redis("subscription connection lost".into())),
-                },
                 op = ops.recv_async() => {
                     let Ok(op) = op else { return Ok(()) };
                     batch.clear();
                     batch.push(op);
                     batch.extend(ops.try_iter().take(OP_BATCH - 1));
-                    self.apply(node, &mut conn, &batch).await?;
+                    self.apply(node, conn, &batch).await?;
                 }
                 _ = sweep.tick() => {
                     let dropped = self.dropped.swap(0, Ordering::Relaxed);
                     if self.resync.swap(false, Ordering::Relaxed) {
                         warn!(dropped, "session changes were dropped (queue full); reconciling the registry");
-                        self.reconcile(node, &mut conn).await?;
+                        self.reconcile(node, conn).await?;
                     } else {
-                        self.sweep(node, &mut conn).await?;
+                        self.sweep(node, conn).await?;
                     }
                 }
             }
