@@ -8,19 +8,10 @@ use im_gateway::auth::{Minter, Verifier};
 use im_gateway::config::AuthConfig;
 use im_gateway::packet;
 use im_gateway::proto::{Command, Header, Packet, PushMsg};
-use im_gateway::ws::frame::{Decoder, FrameError, Message};
+use im_gateway::ws::frame::{self, Decoder, FrameError, Message};
 use im_gateway::ws::handshake;
 use prost::Message as _;
 use std::hint::black_box;
-
-/// A client frame: FIN + binary, masked, payload under 126 bytes.
-fn masked(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x12, 0x34, 0x56, 0x78];
-    let mut out = vec![0x82, 0x80 | payload.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
 
 fn push_msg() -> PushMsg {
     PushMsg {
@@ -66,7 +57,7 @@ fn inbound_path(c: &mut Criterion) {
         body: Default::default(),
     }
     .encode_to_vec();
-    let wire = masked(&heartbeat);
+    let wire = frame::client_frame(0x2, true, &heartbeat, [0x12, 0x34, 0x56, 0x78]);
     c.bench_function("inbound/decode_ws_frame_and_packet", |b| {
         b.iter_batched(
             || wire.clone(),

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use im_gateway::packet;
 use im_gateway::proto::{Command, Header, Packet, PushMsg};
-use im_gateway::ws::frame::{self, Decoder, FrameError, Message};
+use im_gateway::ws::frame::{self, client_frame, Decoder, FrameError, Message};
 use proptest::prelude::*;
 use prost::Message as _;
 use std::io::Cursor;
@@ -32,25 +32,6 @@ fn expected(m: &Sent) -> String {
         Sent::Ping(p) => format!("{:?}", Message::Ping(p)),
         Sent::Pong(_) => format!("{:?}", Message::Pong),
     }
-}
-
-/// One masked client frame.
-fn client_frame(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut v = vec![opcode | if fin { 0x80 } else { 0 }];
-    match payload.len() {
-        n @ 0..=125 => v.push(0x80 | n as u8),
-        n @ 126..=65535 => {
-            v.push(0x80 | 126);
-            v.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            v.push(0x80 | 127);
-            v.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    v.extend_from_slice(&mask);
-    v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    v
 }
 
 fn encode(m: &Sent, mask: [u8; 4]) -> Vec<u8> {

@@ -184,27 +184,33 @@ pub fn close(code: u16, reason: &str) -> Bytes {
     out.freeze()
 }
 
+/// A client frame: `opcode` (with FIN when `fin`), masked with `mask`, as a client
+/// sends it. The gateway never sends one; tests, benchmarks and fuzz seeds build their
+/// input with it.
+pub fn client_frame(opcode: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut v = vec![opcode | if fin { 0x80 } else { 0 }];
+    match payload.len() {
+        n @ 0..=125 => v.push(0x80 | n as u8),
+        n @ 126..=65535 => {
+            v.push(0x80 | 126);
+            v.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            v.push(0x80 | 127);
+            v.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    v.extend_from_slice(&mask);
+    v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-        let mask = [1u8, 2, 3, 4];
-        let mut v = vec![opcode | if fin { 0x80 } else { 0 }];
-        match payload.len() {
-            n @ 0..=125 => v.push(0x80 | n as u8),
-            n @ 126..=65535 => {
-                v.push(0x80 | 126);
-                v.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                v.push(0x80 | 127);
-                v.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        v.extend_from_slice(&mask);
-        v.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        v
+        super::client_frame(opcode, fin, payload, [1, 2, 3, 4])
     }
 
     fn collect(dec: &mut Decoder, buf: &mut [u8], max: usize) -> (Result<usize, FrameError>, Vec<String>) {
