@@ -46,33 +46,8 @@ LOG=${BENCH_RUST_LOG:-info}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/gateway.log
 
-echo "== build (release)"
-cargo build --release -q -p im-gateway -p loadtest
-GW=./target/release/im-gateway
-LT=./target/release/loadtest
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT INT TERM
-
-# free_port NAME: sets $NAME to a port nothing listens on and this script has not
-# handed out yet (the ports are bound later, so two calls must never agree).
-TAKEN=" "
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 20000))
-        [[ $TAKEN == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            TAKEN+="$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 free_port WS_PORT
 free_port ADMIN_PORT
@@ -80,13 +55,7 @@ TARGET=127.0.0.1:$WS_PORT
 ADMIN=127.0.0.1:$ADMIN_PORT
 GW_PID=""
 
-# GET on the admin API with bash alone (no curl or jq needed).
-admin_get() {
-    exec 3<>"/dev/tcp/127.0.0.1/$ADMIN_PORT" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' "$1" >&3
-    cat <&3
-    exec 3>&-
-}
+admin_get() { http_get "$ADMIN_PORT" "$1"; }
 
 start_gateway() {
     RUST_LOG=$LOG "$GW" --listen "$TARGET" --admin "$ADMIN" --shards "$SHARDS" >>"$OUT/gateway.log" 2>&1 &

@@ -32,39 +32,8 @@ command -v redis-server >/dev/null || { echo "redis-server is missing (apt-get i
 mkdir -p "$OUT"
 rm -f "$OUT"/*
 
-echo "== build (release)"
-cargo build --release -q -p im-gateway -p loadtest
-GW=./target/release/im-gateway
-LT=./target/release/loadtest
-
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT INT TERM
-
-# free_port NAME: sets $NAME to a port nothing listens on and this script has not
-# handed out yet (the ports are bound later, so two calls must never agree).
-TAKEN=" "
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 20000))
-        [[ $TAKEN == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            TAKEN+="$p "
-            printf -v "$1" '%s' "$p"
-            return
-        fi
-    done
-}
-http_get() { # http_get PORT PATH
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-    printf 'GET %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n' "$2" >&3
-    cat <&3
-    exec 3>&-
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
