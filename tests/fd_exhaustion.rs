@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emfile_backs_off_and_recovers() {
@@ -17,24 +15,8 @@ async fn emfile_backs_off_and_recovers() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
         .env("IMGW_SERVER_PIN_CORES", "false")
-        .env("IMGW_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn gateway");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = rx.recv_timeout(HANG).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    };
-    wait_for("im-gateway started");
+        .env("IMGW_LOG_FORMAT", "json");
+    let mut gw = Running::start(cmd).await;
 
     // Silent connections: each takes a descriptor until the handshake timeout, so the
     // gateway runs out of them.
@@ -42,7 +24,7 @@ async fn emfile_backs_off_and_recovers() {
     for _ in 0..150 {
         held.push(tokio::net::TcpStream::connect(ws.as_str()).await.unwrap());
     }
-    let warning = wait_for("accept failed; backing off");
+    let warning = gw.wait_for_line("accept failed; backing off").await;
     assert!(warning.contains("WARN"), "{warning}");
 
     // Descriptors come back: the gateway serves a real client again.
@@ -52,8 +34,7 @@ async fn emfile_backs_off_and_recovers() {
     assert_eq!(r.user_id, 4242);
     drop(c);
 
-    // SAFETY: plain kill(2) of the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "{status:?}");
+    gw.terminate();
+    let (status, log) = gw.exit().await;
+    assert!(status.success(), "{status:?}\n{}", log.join("\n"));
 }

@@ -4,8 +4,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 /// Bad upgrades sent.
 const BAD: u64 = 200;
@@ -15,23 +13,8 @@ async fn bad_clients_get_rate_limited_warnings() {
     let ws = format!("127.0.0.1:{}", free_port());
     let admin = format!("127.0.0.1:{}", free_port());
     let mut cmd = binary(&["--listen", &ws, "--admin", &admin, "--shards", "1"]);
-    cmd.env("IMGW_LOG_FORMAT", "json")
-        .env("IMGW_LOG_WARN_PER_SECOND", "5")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn gateway");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let next = || {
-        let line = rx.recv_timeout(HANG).expect("a log line");
-        serde_json::from_str::<serde_json::Value>(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
-    };
-    while next()["fields"]["message"] != "im-gateway started" {}
+    cmd.env("IMGW_LOG_FORMAT", "json").env("IMGW_LOG_WARN_PER_SECOND", "5");
+    let mut gw = Running::start(cmd).await;
 
     // Bad tokens, as fast as we can: every one is refused with 401.
     let addr: std::net::SocketAddr = ws.parse().unwrap();
@@ -42,7 +25,9 @@ async fn bad_clients_get_rate_limited_warnings() {
     // Every refusal is accounted for: logged, or counted in a suppression report.
     let (mut logged, mut suppressed, mut reports) = (0u64, 0u64, 0u64);
     while logged + suppressed < BAD {
-        let line = next();
+        let line = gw.next_line("every refusal logged or counted").await;
+        let line: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         let fields = &line["fields"];
         let message = fields["message"].as_str().unwrap_or("");
         if message == "upgrade refused" {
@@ -61,8 +46,7 @@ async fn bad_clients_get_rate_limited_warnings() {
     assert!(suppressed > 0 && reports >= 1, "a flood of {BAD} bad clients was limited");
     assert!(logged < BAD / 2, "logged {logged} of {BAD}");
 
-    // SAFETY: plain kill(2) of the child we spawned.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "{status:?}");
+    gw.terminate();
+    let (status, log) = gw.exit().await;
+    assert!(status.success(), "{status:?}\n{}", log.join("\n"));
 }

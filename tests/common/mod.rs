@@ -416,15 +416,22 @@ impl Running {
     /// ends first.
     pub async fn wait_for_line(&mut self, text: &str) -> String {
         loop {
-            let line = tokio::time::timeout(HANG, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no line with {text:?} in time:\n{}", self.log.join("\n")));
-            let Some(line) = line else { panic!("im-gateway ended before {text:?}:\n{}", self.log.join("\n")) };
-            self.log.push(line.clone());
+            let line = self.next_line(text).await;
             if line.contains(text) {
                 return line;
             }
         }
+    }
+
+    /// The next stderr line; panics (with the log, saying it was `waiting_for`) if none
+    /// comes in time or the process ends.
+    pub async fn next_line(&mut self, waiting_for: &str) -> String {
+        let line = tokio::time::timeout(HANG, self.lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no line with {waiting_for:?} in time:\n{}", self.log.join("\n")));
+        let Some(line) = line else { panic!("im-gateway ended before {waiting_for:?}:\n{}", self.log.join("\n")) };
+        self.log.push(line.clone());
+        line
     }
 
     /// Sends SIGTERM.
