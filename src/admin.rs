@@ -72,9 +72,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
     // The dashboard page holds no data (it fetches /v1/stats with the token itself).
     let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/dashboard");
     if let (Some(token), false) = (&node.config.admin.token, open) {
-        let given =
-            req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !bearer_matches(&req, token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token");
         }
     }
@@ -140,6 +138,16 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`. The comparison takes
+/// the same time wherever the first wrong byte is, so response timing does not reveal
+/// the token byte by byte (only whether the length matches, which a random token of a
+/// fixed size gives away anyway).
+fn bearer_matches(req: &Request<Incoming>, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let given = req.headers().get("authorization").and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    given.is_some_and(|given| bool::from(given.ct_eq(token.as_bytes())))
 }
 
 /// Reads and decodes a JSON body; any failure is a ready 4xx reply.

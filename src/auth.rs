@@ -6,6 +6,11 @@
 //! algorithm confusion (an HS256 token "signed" with the public key). `exp` is
 //! required; `iss` and `aud` are checked when configured; `sub` must be a decimal user
 //! id.
+//!
+//! Rotation (HS256): with `auth.jwt_secret_previous` set, a token whose signature does
+//! not match `jwt_secret` is tried once more against the previous secret, so tokens
+//! issued before the switch stay valid until they expire. Only a bad signature falls
+//! through; an expired or malformed token is refused by the first check.
 
 use crate::config::AuthConfig;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -71,6 +76,8 @@ pub struct KeyError {
 /// Checks tokens; built once, shared by every shard (`Arc`).
 pub struct Verifier {
     key: DecodingKey,
+    /// `auth.jwt_secret_previous`: the secret being rotated out, tried after `key`.
+    previous: Option<DecodingKey>,
     validation: Validation,
 }
 
@@ -116,7 +123,12 @@ impl Verifier {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Ok(Self { key, validation })
+        let previous = match (&auth.jwt_public_key, &auth.jwt_secret_previous) {
+            (None, Some(secret)) => Some(DecodingKey::from_secret(secret.as_bytes())),
+            // `Config::validate` refuses a previous secret next to a public key.
+            _ => None,
+        };
+        Ok(Self { key, previous, validation })
     }
 
     /// The algorithm tokens must use.
@@ -133,7 +145,13 @@ impl Verifier {
         if token.len() > 8192 {
             return Err(AuthError::Invalid("token too long".into()));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+        let mut decoded = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation);
+        if let (Err(e), Some(previous)) = (&decoded, &self.previous) {
+            if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature {
+                decoded = jsonwebtoken::decode::<Claims>(token, previous, &self.validation);
+            }
+        }
+        let data = decoded.map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -242,6 +260,39 @@ mod tests {
         assert_eq!(v.verify(&expired), Err(AuthError::Expired));
         assert_eq!(v.verify(""), Err(AuthError::Missing));
         assert!(v.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn previous_secret_is_accepted_during_rotation() {
+        let old = auth();
+        let mut new = auth();
+        new.jwt_secret = "the-new-secret-after-rotation".into();
+        let mut window = new.clone();
+        window.jwt_secret_previous = Some(old.jwt_secret.clone());
+        let (old_token, new_token) = (
+            Minter::from_config(&old).unwrap().mint(7, None, 60),
+            Minter::from_config(&new).unwrap().mint(8, None, 60),
+        );
+        let v = Verifier::from_config(&window).unwrap();
+        assert_eq!(v.verify(&old_token).unwrap().user_id, 7);
+        assert_eq!(v.verify(&new_token).unwrap().user_id, 8);
+        let mut stranger = auth();
+        stranger.jwt_secret = "neither-the-old-nor-the-new-one".into();
+        let foreign = Minter::from_config(&stranger).unwrap().mint(9, None, 60);
+        assert_eq!(v.verify(&foreign), Err(AuthError::Invalid("bad signature".into())));
+        let expired_old = Minter::from_config(&old).unwrap().sign(&Claims {
+            sub: "7".into(),
+            exp: 1,
+            platform: None,
+            iss: None,
+            aud: None,
+            iat: None,
+        });
+        assert_eq!(v.verify(&expired_old), Err(AuthError::Expired), "the old secret does not revive expiry");
+
+        let after = Verifier::from_config(&new).unwrap();
+        assert!(matches!(after.verify(&old_token), Err(AuthError::Invalid(_))));
+        assert_eq!(after.verify(&new_token).unwrap().user_id, 8);
     }
 
     #[test]

@@ -51,9 +51,11 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Client WebSocket listener. Default `0.0.0.0:8080`.
+    /// Client WebSocket listener. Default `127.0.0.1:8080` (loopback: a development
+    /// start reaches no network); production names its public address.
     pub listen: SocketAddr,
-    /// Admin HTTP listener. Default `127.0.0.1:9090` (keep it private).
+    /// Admin HTTP listener. Default `127.0.0.1:9090` (keep it private). A non-loopback
+    /// address needs `admin.token` (or `admin.insecure = true`).
     pub admin_listen: SocketAddr,
     /// Number of shards (one executor per core). `0` = every online core. Default 0.
     pub shards: usize,
@@ -91,12 +93,17 @@ pub struct ServerConfig {
     /// Connections one client IP address may hold in this process; above it the
     /// upgrade gets 503 + Retry-After. 0 = no limit. Default 0.
     pub max_connections_per_ip: u32,
+    /// Browser origins (`scheme://host[:port]`) allowed to open a WebSocket; an upgrade
+    /// whose `Origin` is not listed gets 403 (cross-site WebSocket hijacking). Upgrades
+    /// without `Origin` (native apps) are not affected. Empty = any origin. Env:
+    /// comma-separated. Default empty.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0:8080".parse().expect("literal address"),
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
             admin_listen: "127.0.0.1:9090".parse().expect("literal address"),
             shards: 0,
             gateway_id: default_gateway_id(),
@@ -113,6 +120,7 @@ impl Default for ServerConfig {
             handshake_rate_per_s: 0,
             handshake_burst: 0,
             max_connections_per_ip: 0,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -130,9 +138,24 @@ fn default_gateway_id() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// HS256 shared secret (used when `jwt_public_key` is unset). Default is a
-    /// development secret; set your own in production.
+    /// HS256 shared secret (used when `jwt_public_key` is unset). Default is the
+    /// development secret [`DEV_JWT_SECRET`], refused on a non-loopback client listener
+    /// unless `allow_dev_secret`.
     pub jwt_secret: String,
+    /// File holding the HS256 secret (its content, trimmed), e.g. a systemd credential
+    /// or a Kubernetes secret; when set it takes the place of `jwt_secret`. Read by
+    /// [`Config::load`].
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The secret being rotated out: tokens signed with it are still accepted (HS256
+    /// only), so users keep their tokens while the issuer switches to `jwt_secret`.
+    /// Remove it once every token signed with it has expired.
+    pub jwt_secret_previous: Option<String>,
+    /// File holding `jwt_secret_previous` (content, trimmed); takes its place when set.
+    pub jwt_secret_previous_file: Option<PathBuf>,
+    /// Accept the development secret on a non-loopback client listener (a lab only:
+    /// anyone can mint a token for any user). Logged as a warning at every start.
+    /// Default false.
+    pub allow_dev_secret: bool,
     /// PEM file with an RSA or EC public key: tokens must then be RS256 or ES256.
     pub jwt_public_key: Option<PathBuf>,
     /// PEM private key matching `jwt_public_key`, only for `im-gateway token`.
@@ -154,6 +177,10 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             jwt_secret: DEV_JWT_SECRET.to_string(),
+            jwt_secret_file: None,
+            jwt_secret_previous: None,
+            jwt_secret_previous_file: None,
+            allow_dev_secret: false,
             jwt_public_key: None,
             jwt_private_key: None,
             issuer: None,
@@ -236,8 +263,16 @@ pub enum MultiLogin {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// When set, every admin request needs `Authorization: Bearer <token>`
-    /// (`/healthz` and `/readyz` excepted).
+    /// (`/healthz`, `/readyz` and the `/dashboard` page excepted), compared in constant
+    /// time. Required when `server.admin_listen` is not a loopback address.
     pub token: Option<String>,
+    /// File holding the token (its content, trimmed); takes the place of `token` when
+    /// set. Read by [`Config::load`].
+    pub token_file: Option<PathBuf>,
+    /// Serve the admin API on a non-loopback address without a token (a lab only:
+    /// anyone who reaches it can push to, broadcast to and kick every user). Logged as a
+    /// warning at every start. Default false.
+    pub insecure: bool,
 }
 
 /// `[cluster]`
@@ -368,8 +403,93 @@ impl Config {
         if let Some(v) = &overrides.redis_url {
             config.cluster.redis_url = Some(v.clone());
         }
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces each secret that has a `*_file` key with that file's content, trimmed
+    /// (so `validate` and the rest of the gateway only ever see `jwt_secret`,
+    /// `jwt_secret_previous` and `token`).
+    fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        fn read(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Invalid { key, message: format!("{}: {e}", path.display()) })?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(ConfigError::Invalid { key, message: format!("{} is empty", path.display()) });
+            }
+            Ok(secret.to_string())
+        }
+        let (a, admin) = (&mut self.auth, &mut self.admin);
+        if let Some(path) = &a.jwt_secret_file {
+            a.jwt_secret = read("auth.jwt_secret_file", path)?;
+        }
+        if let Some(path) = &a.jwt_secret_previous_file {
+            a.jwt_secret_previous = Some(read("auth.jwt_secret_previous_file", path)?);
+        }
+        if let Some(path) = &admin.token_file {
+            admin.token = Some(read("admin.token_file", path)?);
+        }
+        Ok(())
+    }
+
+    /// The listeners clients reach, by key. Every one of them is held to the
+    /// development-secret rule ([`Config::validate`]); a new client endpoint (the raw
+    /// TCP `server.tcp_listen`) belongs in this list.
+    pub fn client_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        vec![("server.listen", self.server.listen)]
+    }
+
+    /// A client listener beyond loopback while a development secret signs or verifies
+    /// tokens: the secret's key, the listener's key and address.
+    fn dev_secret_exposed(&self) -> Option<(&'static str, &'static str, SocketAddr)> {
+        let a = &self.auth;
+        if a.jwt_public_key.is_some() {
+            return None;
+        }
+        let secret = if a.jwt_secret == DEV_JWT_SECRET {
+            "auth.jwt_secret"
+        } else if a.jwt_secret_previous.as_deref() == Some(DEV_JWT_SECRET) {
+            "auth.jwt_secret_previous"
+        } else {
+            return None;
+        };
+        let (listener, addr) = self.client_listeners().into_iter().find(|(_, addr)| !is_loopback(*addr))?;
+        Some((secret, listener, addr))
+    }
+
+    /// The admin API listens beyond loopback and takes requests without a token.
+    fn admin_exposed(&self) -> Option<SocketAddr> {
+        let addr = self.server.admin_listen;
+        (self.admin.token.is_none() && !is_loopback(addr)).then_some(addr)
+    }
+
+    /// The insecure settings this config opted into and that are in effect
+    /// (`admin.insecure`, `auth.allow_dev_secret`), as `(key, what it allows)`: `main`
+    /// logs each as a warning at every start. Empty for a secure config, and for a
+    /// default (loopback) one.
+    pub fn opt_outs(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let (Some(addr), true) = (self.admin_exposed(), self.admin.insecure) {
+            out.push((
+                "admin.insecure",
+                format!(
+                    "the admin API on {addr} takes requests without a token: anyone who reaches it can push to, \
+                     broadcast to and kick every user; set admin.token or admin.token_file"
+                ),
+            ));
+        }
+        if let (Some((secret, listener, addr)), true) = (self.dev_secret_exposed(), self.auth.allow_dev_secret) {
+            out.push((
+                "auth.allow_dev_secret",
+                format!(
+                    "{secret} is the shipped development secret and {listener} ({addr}) is not loopback: anyone \
+                     can mint a token for any user; set auth.jwt_secret or auth.jwt_secret_file"
+                ),
+            ));
+        }
+        out
     }
 
     fn from_tree(tree: toml::Table, origin: &str) -> Result<Self, ConfigError> {
@@ -412,6 +532,43 @@ impl Config {
         }
         if a.jwt_public_key.is_none() && a.jwt_secret.len() < 16 {
             return bad("auth.jwt_secret", "must be at least 16 bytes (or set auth.jwt_public_key)");
+        }
+        if let Some(previous) = &a.jwt_secret_previous {
+            if a.jwt_public_key.is_some() {
+                return bad("auth.jwt_secret_previous", "only for HS256 secrets: auth.jwt_public_key is set");
+            }
+            if previous.len() < 16 {
+                return bad("auth.jwt_secret_previous", "must be at least 16 bytes");
+            }
+            if *previous == a.jwt_secret {
+                return bad("auth.jwt_secret_previous", "is the same as auth.jwt_secret");
+            }
+        }
+        if let (Some((secret, listener, addr)), false) = (self.dev_secret_exposed(), a.allow_dev_secret) {
+            return bad(
+                secret,
+                format!(
+                    "is the shipped development secret and {listener} ({addr}) is not a loopback address: anyone \
+                     could mint a token for any user; set auth.jwt_secret or auth.jwt_secret_file \
+                     (or auth.allow_dev_secret = true for a lab)"
+                ),
+            );
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return bad("admin.token", "must not be empty (unset it for no token)");
+        }
+        if let (Some(addr), false) = (self.admin_exposed(), self.admin.insecure) {
+            return bad(
+                "admin.token",
+                format!(
+                    "required when server.admin_listen ({addr}) is not a loopback address: anyone who reaches it \
+                     could push to, broadcast to and kick every user; set admin.token or admin.token_file \
+                     (or admin.insecure = true for a lab)"
+                ),
+            );
+        }
+        if let Some(bad_origin) = s.allowed_origins.iter().find_map(|o| crate::ws::origin::check_entry(o).err()) {
+            return bad("server.allowed_origins", bad_origin);
         }
         if a.auth_timeout_ms == 0 {
             return bad("auth.auth_timeout_ms", "must be at least 1");
@@ -485,6 +642,12 @@ impl Config {
     }
 }
 
+/// Loopback addresses (`127.0.0.0/8`, `::1`, and `::ffff:127.x` written as IPv6) reach
+/// no other host; the unspecified address (`0.0.0.0`, `::`) reaches every interface.
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
 /// A TOML error as one line that starts with where it is: `section.key: message` for a
 /// value that does not fit the schema, `line L, column C: message` for bad syntax.
 /// (toml's own rendering spans several lines.)
@@ -532,6 +695,14 @@ fn apply_env(tree: &mut toml::Table, env: impl IntoIterator<Item = (String, Stri
         let value = match default {
             // String keys, and optional keys (all strings or paths), stay strings.
             Some(toml::Value::String(_)) | None => toml::Value::String(raw),
+            // Lists (of strings) are comma-separated.
+            Some(toml::Value::Array(_)) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| toml::Value::String(v.into()))
+                    .collect(),
+            ),
             Some(_) => {
                 format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v")).ok_or_else(|| {
                     ConfigError::Parse {
@@ -634,5 +805,84 @@ mod tests {
             (Some("redis://127.0.0.1:6379/"), "x:")
         );
         assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Config, String> {
+        Config::load(None::<&Path>, env(pairs), &Overrides::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn exposure_needs_a_secret_or_an_opt_out() {
+        let default = Config::default();
+        assert!(is_loopback(default.server.listen) && is_loopback(default.server.admin_listen));
+        assert!(default.opt_outs().is_empty(), "a default start opts out of nothing");
+
+        let err = load_env(&[("IMGW_SERVER_ADMIN_LISTEN", "0.0.0.0:9390")]).unwrap_err();
+        assert!(err.starts_with("config key admin.token:") && err.contains("0.0.0.0:9390"), "{err}");
+        let ok = load_env(&[("IMGW_SERVER_ADMIN_LISTEN", "0.0.0.0:9390"), ("IMGW_ADMIN_INSECURE", "true")]).unwrap();
+        assert_eq!(ok.opt_outs().iter().map(|o| o.0).collect::<Vec<_>>(), ["admin.insecure"]);
+        let ok = load_env(&[("IMGW_SERVER_ADMIN_LISTEN", "[::]:9390"), ("IMGW_ADMIN_TOKEN", "t0ken")]).unwrap();
+        assert!(ok.opt_outs().is_empty());
+        load_env(&[("IMGW_SERVER_ADMIN_LISTEN", "[::1]:9390")]).unwrap();
+        let err = load_env(&[("IMGW_ADMIN_TOKEN", " ")]).unwrap_err();
+        assert!(err.starts_with("config key admin.token:"), "{err}");
+
+        let err = load_env(&[("IMGW_SERVER_LISTEN", "0.0.0.0:8080")]).unwrap_err();
+        assert!(err.starts_with("config key auth.jwt_secret:") && err.contains("server.listen"), "{err}");
+        let ok = load_env(&[("IMGW_SERVER_LISTEN", "0.0.0.0:8080"), ("IMGW_AUTH_ALLOW_DEV_SECRET", "true")]).unwrap();
+        assert_eq!(ok.opt_outs().iter().map(|o| o.0).collect::<Vec<_>>(), ["auth.allow_dev_secret"]);
+        let own = [("IMGW_SERVER_LISTEN", "10.0.0.1:8080"), ("IMGW_AUTH_JWT_SECRET", "a-production-secret-0123")];
+        assert!(load_env(&own).unwrap().opt_outs().is_empty());
+        let err = load_env(&[own[0], own[1], ("IMGW_AUTH_JWT_SECRET_PREVIOUS", DEV_JWT_SECRET)]).unwrap_err();
+        assert!(err.starts_with("config key auth.jwt_secret_previous:"), "{err}");
+        let err = load_env(&[own[1], ("IMGW_AUTH_JWT_SECRET_PREVIOUS", "a-production-secret-0123")]).unwrap_err();
+        assert!(err.contains("same as auth.jwt_secret"), "{err}");
+        // A public key replaces the secret: the development secret is not in use then.
+        let mut c = Config::default();
+        c.server.listen = "0.0.0.0:8080".parse().unwrap();
+        c.auth.jwt_public_key = Some("/etc/im-gateway/jwt.pub.pem".into());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn allowed_origins_from_env_and_file() {
+        let c = load_env(&[("IMGW_SERVER_ALLOWED_ORIGINS", "https://a.example, http://localhost:3000,")]).unwrap();
+        assert_eq!(c.server.allowed_origins, ["https://a.example", "http://localhost:3000"]);
+        assert!(load_env(&[("IMGW_SERVER_ALLOWED_ORIGINS", "")]).unwrap().server.allowed_origins.is_empty());
+        let err = load_env(&[("IMGW_SERVER_ALLOWED_ORIGINS", "https://a.example/app")]).unwrap_err();
+        assert!(err.starts_with("config key server.allowed_origins:"), "{err}");
+        let err = load_env(&[("IMGW_SERVER_ALLOWED_ORIGINS", "*")]).unwrap_err();
+        assert!(err.contains("leave the list empty"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_trimmed() {
+        let dir = std::env::temp_dir().join(format!("imgw-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (secret, previous, token, empty) =
+            (dir.join("jwt"), dir.join("jwt-previous"), dir.join("admin"), dir.join("empty"));
+        std::fs::write(&secret, "  a-secret-from-a-file-0123\n").unwrap();
+        std::fs::write(&previous, "the-previous-secret-0123\n").unwrap();
+        std::fs::write(&token, "admin-token-from-a-file\n").unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        let path = |p: &Path| p.display().to_string();
+        let c = load_env(&[
+            ("IMGW_AUTH_JWT_SECRET", "overridden-by-the-file"),
+            ("IMGW_AUTH_JWT_SECRET_FILE", &path(&secret)),
+            ("IMGW_AUTH_JWT_SECRET_PREVIOUS_FILE", &path(&previous)),
+            ("IMGW_ADMIN_TOKEN_FILE", &path(&token)),
+            ("IMGW_SERVER_LISTEN", "0.0.0.0:8080"),
+            ("IMGW_SERVER_ADMIN_LISTEN", "0.0.0.0:9090"),
+        ])
+        .unwrap();
+        assert_eq!(c.auth.jwt_secret, "a-secret-from-a-file-0123");
+        assert_eq!(c.auth.jwt_secret_previous.as_deref(), Some("the-previous-secret-0123"));
+        assert_eq!(c.admin.token.as_deref(), Some("admin-token-from-a-file"));
+        assert!(c.opt_outs().is_empty());
+        let err = load_env(&[("IMGW_ADMIN_TOKEN_FILE", &path(&empty))]).unwrap_err();
+        assert!(err.starts_with("config key admin.token_file:") && err.contains("empty"), "{err}");
+        let err = load_env(&[("IMGW_AUTH_JWT_SECRET_FILE", &path(&dir.join("missing")))]).unwrap_err();
+        assert!(err.starts_with("config key auth.jwt_secret_file:") && err.contains("missing"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

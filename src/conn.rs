@@ -20,6 +20,7 @@ use crate::session::ConnHandle;
 use crate::shard::{Admission, Shard};
 use crate::ws::frame::{self, Decoder, FrameError, Message};
 use crate::ws::handshake::{self, Upgrade};
+use crate::ws::origin;
 use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -122,6 +123,12 @@ async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> 
             return None;
         }
     };
+    // A browser page from a site not in `server.allowed_origins`: the client's fault,
+    // refused before anything is counted against the limits below.
+    if !origin::allows(&cfg.server.allowed_origins, upgrade.origin.as_deref()) {
+        refuse(shard, stream, 403, "origin not allowed", None).await;
+        return None;
+    }
     let node = &shard.node;
     if shard.draining.get() || node.draining.load(Ordering::Relaxed) {
         let retry = 1 + fastrand::u64(0..=cfg.server.drain_window_ms / 1000);

@@ -91,8 +91,10 @@ fn main() -> ExitCode {
         };
     }
     init_logs(&config);
-    if config.auth.jwt_public_key.is_none() && config.auth.jwt_secret == im_gateway::config::DEV_JWT_SECRET {
-        tracing::warn!("auth.jwt_secret is the development default; set IMGW_AUTH_JWT_SECRET in production");
+    // `validate` refused every unsafe exposure that was not opted into; what was opted
+    // into is said at every start. A default (loopback) start says nothing here.
+    for (key, what) in config.opt_outs() {
+        tracing::warn!(key, "{key} = true: {what}");
     }
     let deadline = std::time::Duration::from_millis(config.server.shutdown_timeout_ms) + im_gateway::server::EXIT_GRACE;
     // Catch SIGTERM/SIGINT before anything runs: one that arrives during start-up is

@@ -203,6 +203,7 @@ pub struct LatencyStats {
 pub struct RejectCounters {
     pub s400: Cell<u64>,
     pub s401: Cell<u64>,
+    pub s403: Cell<u64>,
     pub s404: Cell<u64>,
     pub s408: Cell<u64>,
     pub s503: Cell<u64>,
@@ -226,6 +227,7 @@ impl ShardMetrics {
         inc(match status {
             400 | 405 | 426 | 431 => &r.s400,
             401 => &r.s401,
+            403 => &r.s403,
             404 => &r.s404,
             408 => &r.s408,
             503 => &r.s503,
@@ -270,6 +272,7 @@ impl ShardMetrics {
             rejected: BTreeMap::from([
                 ("400".to_string(), r.s400.get()),
                 ("401".to_string(), r.s401.get()),
+                ("403".to_string(), r.s403.get()),
                 ("404".to_string(), r.s404.get()),
                 ("408".to_string(), r.s408.get()),
                 ("503".to_string(), r.s503.get()),

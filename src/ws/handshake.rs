@@ -20,6 +20,8 @@ pub struct Upgrade {
     pub platform: Option<i32>,
     /// `?device_id=`.
     pub device_id: Option<String>,
+    /// `Origin`, sent by browsers (checked against `server.allowed_origins`).
+    pub origin: Option<String>,
 }
 
 /// A request we answer with an HTTP error and no upgrade.
@@ -80,7 +82,13 @@ pub fn parse(buf: &[u8], max: usize) -> Result<Option<(Upgrade, usize)>, Reject>
         Some(k) if !k.is_empty() && k.len() <= 64 => k.to_string(),
         _ => return Err(Reject::new(400, "missing Sec-WebSocket-Key")),
     };
-    let mut upgrade = Upgrade { key, token: None, platform: None, device_id: None };
+    // Kept whatever its bytes: a present `Origin` that is not an origin matches no list.
+    let origin = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("origin"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string());
+    let mut upgrade = Upgrade { key, token: None, platform: None, device_id: None, origin };
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
@@ -113,6 +121,7 @@ pub fn error_response(status: u16, reason: &str, retry_after_s: Option<u64>) -> 
     let text = match status {
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -160,6 +169,10 @@ mod tests {
         let with_bearer =
             GOOD.replace("token=abc&", "").replace("Host: x\r\n", "Host: x\r\nAuthorization: Bearer xyz\r\n");
         assert_eq!(parse(with_bearer.as_bytes(), 8192).unwrap().unwrap().0.token.as_deref(), Some("xyz"));
+        assert_eq!(parse(GOOD.as_bytes(), 8192).unwrap().unwrap().0.origin, None);
+        let with_origin = GOOD.replace("Host: x\r\n", "Host: x\r\nOrigin: https://chat.example.com\r\n");
+        let origin = parse(with_origin.as_bytes(), 8192).unwrap().unwrap().0.origin;
+        assert_eq!(origin.as_deref(), Some("https://chat.example.com"));
         assert_eq!(parse(GOOD.replace("/ws?", "/nope?").as_bytes(), 8192).unwrap_err().status, 404);
         assert_eq!(parse(GOOD.replace("Upgrade: websocket\r\n", "").as_bytes(), 8192).unwrap_err().status, 426);
         assert_eq!(parse(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 8192).unwrap_err().status, 400);
