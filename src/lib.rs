@@ -6,7 +6,7 @@
 //!   buffer) and runs (accept loop, ticker, inbox); [`shard::Node`] is what all share.
 //! - [`conn`]: one connection: the upgrade, then the state machine between socket and
 //!   command handlers.
-//! - [`ws`]: the WebSocket wire: HTTP upgrade parsing and the frame codec.
+//! - [`ws`]: the WebSocket wire: HTTP upgrade parsing, allowed origins and the frame codec.
 //! - [`cmd`]: one file per inbound command (AUTH, HEARTBEAT, ACK, UPSTREAM).
 //! - [`session`]: a connection's shared face (outbound queue, close request) and the
 //!   shard's session table.

@@ -45,7 +45,7 @@ fn parse(origin: &str) -> Option<Parts<'_>> {
     let (scheme, rest) = origin.split_once("://")?;
     let scheme_ok = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !scheme_ok || rest.is_empty() || rest.contains(|c: char| matches!(c, '/' | '?' | '#' | '@' | '*' | '\\')) {
+    if !scheme_ok || rest.is_empty() || rest.contains(['/', '?', '#', '@', '*', '\\']) {
         return None;
     }
     if rest.contains(|c: char| c.is_whitespace() || c.is_control()) {

@@ -89,10 +89,30 @@ impl Client {
         Self::dial_url(&url).await
     }
 
+    /// Connects to `/ws` (with `?token=` when given) carrying `Origin: origin`, as a
+    /// browser page on that origin would.
+    pub async fn dial_from_origin(addr: SocketAddr, token: Option<&str>, origin: &str) -> Dial {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = match token {
+            Some(t) => format!("ws://{addr}/ws?token={t}"),
+            None => format!("ws://{addr}/ws"),
+        };
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        Self::dial_request(request).await
+    }
+
     /// Connects to any URL.
     pub async fn dial_url(url: &str) -> Dial {
+        Self::dial_request(url).await
+    }
+
+    async fn dial_request(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin + std::fmt::Debug,
+    ) -> Dial {
         use tokio_tungstenite::tungstenite::Error;
-        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(url)).await.expect("dial hung") {
+        let url = format!("{request:?}");
+        match tokio::time::timeout(HANG, tokio_tungstenite::connect_async(request)).await.expect("dial hung") {
             Ok((ws, _)) => Dial::Ok(Client { ws }),
             Err(Error::Http(resp)) => Dial::Refused {
                 status: resp.status().as_u16(),
@@ -374,6 +394,13 @@ pub async fn run_to_end(mut cmd: std::process::Command) -> std::process::Output 
 /// config).
 pub fn default_token(user: i64, platform: Option<i32>) -> String {
     im_gateway::auth::Minter::from_config(&Config::default().auth).unwrap().mint(user, platform, 3600)
+}
+
+/// Mints a token with an HS256 `secret` of our choosing (a configured secret, a rotated
+/// one, or one nobody configured).
+pub fn token_signed_with(secret: &str, user: i64, platform: Option<i32>) -> String {
+    let auth = im_gateway::config::AuthConfig { jwt_secret: secret.into(), ..Default::default() };
+    im_gateway::auth::Minter::from_config(&auth).unwrap().mint(user, platform, 3600)
 }
 
 /// Parses the `retry_after_ms=N` of a 1001 close reason.
