@@ -167,6 +167,31 @@ pub fn packet(command: Command, seq: i64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The HEARTBEAT request of the round-trip phases, as a client sends it on the wire: a
+/// masked binary frame around a packet with `seq` 1 (the same bytes every time, so the
+/// reply is the same every time too). The echo floor sends requests of this size.
+pub fn heartbeat_request() -> Vec<u8> {
+    im_gateway::ws::frame::client_frame(0x2, true, &packet(Command::Heartbeat, 1), [0x1f, 0x2e, 0x3d, 0x4c])
+}
+
+/// Whether `frame` (one whole server frame) is the HEARTBEAT reply to
+/// [`heartbeat_request`].
+pub fn is_heartbeat_reply(frame: &[u8]) -> bool {
+    // A final binary frame, unmasked (a server frame), the length in the header.
+    let (Some(&0x82), Some(&len)) = (frame.first(), frame.get(1)) else { return false };
+    let header = match len {
+        126 => 4,
+        127 => 10,
+        0..=125 => 2,
+        _ => return false,
+    };
+    let Some(payload) = frame.get(header..) else { return false };
+    Packet::decode(payload)
+        .ok()
+        .and_then(|p| p.header)
+        .is_some_and(|h| h.command == Command::Heartbeat as i32 && h.seq == 1)
+}
+
 /// Microseconds since the Unix epoch (the clock `server_ts_us` uses).
 pub fn now_us() -> i64 {
     im_gateway::packet::now_us()
@@ -292,6 +317,16 @@ fn retry_after(reason: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_heartbeat_reply_is_recognised() {
+        let reply = im_gateway::packet::empty(im_gateway::proto::Command::Heartbeat, 1);
+        assert!(super::is_heartbeat_reply(&reply));
+        let other = im_gateway::packet::empty(im_gateway::proto::Command::Heartbeat, 2);
+        assert!(!super::is_heartbeat_reply(&other));
+        assert!(!super::is_heartbeat_reply(&super::heartbeat_request()));
+        assert!(!super::is_heartbeat_reply(&[0x82]));
+    }
+
     #[test]
     fn retry_after_is_read_from_the_close_reason() {
         assert_eq!(super::retry_after("going away; retry_after_ms=1234"), Some(1234));

@@ -11,9 +11,15 @@
 //!   reading; payloads read per second.
 //! - fan-out floor: one payload to each socket, once; time until every one is read
 //!   (the bound under the gateway's broadcast figure on the same box).
+//! - echo floor: a raw TCP echo server, one level-triggered epoll loop per core (each
+//!   socket registered once; one `recv` and one `send` per message, no framing), driven
+//!   by the round-trip client of [`crate::rtt`] with messages the size of a HEARTBEAT
+//!   request: its CPU per round trip is what the gateway's CPU per HEARTBEAT round trip
+//!   (`loadtest heartbeat`, same client) is held against.
 //!
-//! The server is a child process (`loadtest floor-server`) so each side has its own
-//! open-file limit, as gateway and load tester do.
+//! The servers are child processes (`loadtest floor-server`, `loadtest
+//! floor-echo-server`) so each side has its own open-file limit, as gateway and load
+//! tester do, and the server's CPU is read from /proc of its own pid.
 
 use crate::client;
 use crate::storm::Plan;
@@ -49,18 +55,7 @@ pub fn push_frame_len(content_bytes: usize) -> usize {
 /// socket, round-robin (one `write` each), then prints `DONE bytes`.
 pub fn server(threads: usize, backlog: i32) -> Result<()> {
     let threads = threads.max(1);
-    let mut listeners: Vec<TcpListener> = Vec::new();
-    let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
-    for _ in 0..threads {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        s.set_reuse_port(true)?;
-        s.set_reuse_address(true)?;
-        s.bind(&addr.into())?;
-        s.listen(backlog)?;
-        let l: TcpListener = s.into();
-        addr = l.local_addr()?;
-        listeners.push(l);
-    }
+    let (listeners, addr) = listeners(threads, backlog)?;
     let groups: Vec<Arc<Mutex<Vec<TcpStream>>>> = (0..threads).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
     for (l, group) in listeners.into_iter().zip(&groups) {
         let group = group.clone();
@@ -103,6 +98,133 @@ pub fn server(threads: usize, backlog: i32) -> Result<()> {
     Ok(())
 }
 
+/// Binds `threads` SO_REUSEPORT listeners on one free loopback port.
+fn listeners(threads: usize, backlog: i32) -> Result<(Vec<TcpListener>, SocketAddr)> {
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut addr: SocketAddr = "127.0.0.1:0".parse()?;
+    for _ in 0..threads.max(1) {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.set_reuse_port(true)?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(backlog)?;
+        let l: TcpListener = s.into();
+        addr = l.local_addr()?;
+        listeners.push(l);
+    }
+    Ok((listeners, addr))
+}
+
+/// The echo floor's server: prints `LISTEN addr`, runs one epoll loop per listener
+/// (thread) until stdin closes.
+pub fn echo_server(threads: usize, backlog: i32) -> Result<()> {
+    let (listeners, addr) = listeners(threads, backlog)?;
+    for l in listeners {
+        l.set_nonblocking(true)?;
+        std::thread::spawn(move || {
+            if let Err(e) = echo_loop(&l) {
+                eprintln!("floor-echo-server: {e}");
+                std::process::exit(1);
+            }
+        });
+    }
+    println!("LISTEN {addr}");
+    std::io::stdout().flush()?;
+    // Runs until the parent closes stdin (or kills us).
+    for line in std::io::stdin().lock().lines() {
+        line?;
+    }
+    Ok(())
+}
+
+/// What an epoll floor server does with the fewest syscalls the kernel allows: one
+/// `epoll_wait` for every batch of ready sockets, then per ready socket one `recv` and
+/// one `send` of what it read. Sockets are registered once, level-triggered, so there
+/// is nothing to re-arm after a read (the shape uWebSockets has).
+fn echo_loop(listener: &TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let lfd = listener.as_raw_fd();
+    // SAFETY: plain syscalls on fds this thread owns; buffers outlive each call and
+    // their lengths are passed with them.
+    unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        if ep < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let add = |fd: i32| {
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev)
+        };
+        if add(lfd) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, -1);
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in &events[..n as usize] {
+                let fd = ev.u64 as i32;
+                if fd == lfd {
+                    loop {
+                        let c = libc::accept4(
+                            lfd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        );
+                        if c < 0 {
+                            let e = std::io::Error::last_os_error().raw_os_error();
+                            if e == Some(libc::EMFILE) || e == Some(libc::ENFILE) {
+                                // Level-triggered: the listener stays ready; do not spin.
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            break;
+                        }
+                        let one: libc::c_int = 1;
+                        libc::setsockopt(
+                            c,
+                            libc::IPPROTO_TCP,
+                            libc::TCP_NODELAY,
+                            (&one as *const libc::c_int).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        );
+                        if add(c) < 0 {
+                            libc::close(c);
+                        }
+                    }
+                    continue;
+                }
+                let r = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if r > 0 {
+                    let mut off = 0;
+                    while off < r as usize {
+                        let w = libc::send(fd, buf.as_ptr().add(off).cast(), r as usize - off, libc::MSG_NOSIGNAL);
+                        if w > 0 {
+                            off += w as usize;
+                        } else if w < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                            // Never with one small message in flight; wait rather than spin.
+                            let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                            libc::poll(&mut p, 1, 1000);
+                        } else {
+                            break;
+                        }
+                    }
+                } else if r == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+                    // Closing removes it from the epoll set (no other fd refers to it).
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
 /// Writes `rounds` payloads of `size` bytes to each socket, round-robin; returns bytes
 /// written. What is in flight per socket stays small (rounds x size), as it does for a
 /// gateway whose clients keep up, so the kernel never enters memory pressure.
@@ -122,28 +244,91 @@ fn blast(socks: &mut [TcpStream], size: usize, rounds: usize) -> u64 {
     written
 }
 
-/// The client side of both floors.
-pub async fn run(
-    plan: &Plan,
-    threads: usize,
-    content_bytes: usize,
-    push_rounds: usize,
-    rounds: usize,
-) -> Result<Value> {
+/// What `floor` measures.
+#[derive(Debug, Clone)]
+pub struct FloorArgs {
+    /// Server threads (as many as the gateway has shards).
+    pub threads: usize,
+    /// Push content bytes (the payload is a push frame of that content).
+    pub content_bytes: usize,
+    /// Payloads to each socket in the push floor.
+    pub push_rounds: usize,
+    /// Rounds of the fan-out floor.
+    pub rounds: usize,
+    /// The echo floor's phases (connections each, one message in flight per connection).
+    pub echo: Vec<crate::rtt::Phase>,
+    /// Only the echo floor (profiling runs).
+    pub echo_only: bool,
+}
+
+/// A floor server child: the process, its stdin (commands; closing it ends the server),
+/// its stdout lines and the address it listens on.
+struct Child {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    addr: SocketAddr,
+}
+
+async fn spawn_server(subcommand: &str, threads: usize) -> Result<Child> {
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
-        .arg("floor-server")
+        .arg(subcommand)
         .arg("--threads")
         .arg(threads.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("start floor-server")?;
-    let mut stdin = child.stdin.take().context("stdin")?;
+        .with_context(|| format!("start {subcommand}"))?;
+    let stdin = child.stdin.take().context("stdin")?;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let first = lines.next_line().await?.ok_or_else(|| anyhow!("floor-server exited"))?;
-    let target: SocketAddr = first.strip_prefix("LISTEN ").context("floor-server said no LISTEN")?.parse()?;
+    let first = lines.next_line().await?.ok_or_else(|| anyhow!("{subcommand} exited"))?;
+    let addr = first.strip_prefix("LISTEN ").with_context(|| format!("{subcommand} said no LISTEN"))?.parse()?;
+    Ok(Child { child, stdin, lines, addr })
+}
+
+/// All the floors: accept, push and fan-out (one server), then echo (another).
+pub async fn run(plan: &Plan, a: &FloorArgs) -> Result<Value> {
+    let mut report = if a.echo_only { json!({}) } else { accept_push_fanout(plan, a).await? };
+    if !a.echo.is_empty() {
+        let echo = echo(plan, a).await?;
+        report["raw_echo_floor_cpu_us_per_rt"] = echo["phases"][0]["server_cpu_us_per_rt"].clone();
+        report["echo"] = echo;
+    }
+    Ok(report)
+}
+
+/// The echo floor: connections to the epoll echo server, driven by [`crate::rtt`].
+async fn echo(plan: &Plan, a: &FloorArgs) -> Result<Value> {
+    let mut server = spawn_server("floor-echo-server", a.threads).await?;
+    let n = a.echo.iter().map(|p| p.connections).max().unwrap_or(0) as u64;
+    let mut socks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let s = client::tcp(server.addr, client::source(i, plan.source_ips)).await?;
+        s.set_nodelay(true)?;
+        socks.push(s);
+    }
+    let request = client::heartbeat_request();
+    let (socks, phases) = crate::rtt::run(
+        socks,
+        request.clone(),
+        crate::rtt::Reply::Echo,
+        |r| r == client::heartbeat_request(),
+        &a.echo,
+        server.child.id(),
+    )
+    .await?;
+    drop(socks);
+    drop(server.stdin);
+    let _ = server.child.kill().await;
+    Ok(json!({ "phases": phases, "server_threads": a.threads, "message_bytes": request.len() }))
+}
+
+/// The accept, push and fan-out floors over one set of sockets.
+async fn accept_push_fanout(plan: &Plan, a: &FloorArgs) -> Result<Value> {
+    let (threads, content_bytes, push_rounds, rounds) = (a.threads, a.content_bytes, a.push_rounds, a.rounds);
+    let Child { mut child, mut stdin, mut lines, addr: target } = spawn_server("floor-server", threads).await?;
 
     // Accept floor. The server's CPU per accepted connection is the figure to hold the
     // gateway's CPU per handshake against (the client is the same for both only up to
@@ -281,6 +466,15 @@ async fn round_trip(
 }
 
 pub fn print(r: &Value) {
+    if !r["connections"].is_null() {
+        print_accept_push_fanout(r);
+    }
+    if !r["echo"].is_null() {
+        crate::rtt::print("raw epoll echo floor", &r["echo"]["phases"]);
+    }
+}
+
+fn print_accept_push_fanout(r: &Value) {
     println!(
         "raw TCP accept floor: {:.0} connections/s ({} of {} in {:.2}s)",
         r["raw_tcp_accept_rate_per_s"].as_f64().unwrap_or(0.0),

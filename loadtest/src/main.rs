@@ -13,7 +13,10 @@
 //!   receipt.
 //! - `reconnect-storm`: drop everyone at once (SIGTERM drain or SIGKILL) and bring them
 //!   back honouring `retry_after_ms`.
-//! - `floor`: the machine's own TCP accept and push floors, with no gateway.
+//! - `heartbeat`: HEARTBEAT round trips, one in flight per connection; the gateway's
+//!   CPU per round trip.
+//! - `floor`: the machine's own floors, with no gateway: TCP accept, push, fan-out, and
+//!   a raw epoll echo server's CPU per round trip (the same client as `heartbeat`).
 //! - `report`: folds a `scripts/bench.sh` run into `report.json`.
 //!
 //! `storm` and `hold` spread over `--procs` client processes (one process holds at most
@@ -21,10 +24,12 @@
 
 mod client;
 mod floor;
+mod heartbeat;
 mod hist;
 mod push;
 mod reconnect;
 mod report;
+mod rtt;
 mod storm;
 mod sys;
 
@@ -128,6 +133,9 @@ enum Cmd {
         /// Skip the saturation phase (then --push-rate is needed).
         #[arg(long)]
         no_saturate: bool,
+        /// A third phase, open loop at this many deliveries per second (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        fixed_rate: f64,
         /// Push requests in flight during saturation.
         #[arg(long, default_value_t = 8)]
         requests: usize,
@@ -149,6 +157,21 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         content_bytes: usize,
     },
+    /// HEARTBEAT round trips, one in flight per connection: the gateway's CPU per round
+    /// trip (against the echo floor of `floor`).
+    Heartbeat {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Connections driven in each phase, one phase per entry (default: all).
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<usize>,
+        /// Seconds measured per phase.
+        #[arg(long, default_value_t = 4.0)]
+        duration: f64,
+        /// Seconds of round trips before each phase's measured window.
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+    },
     /// Drop all N at once and bring them back honouring retry_after_ms.
     ReconnectStorm {
         #[command(flatten)]
@@ -163,7 +186,7 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         give_up_s: u64,
     },
-    /// The machine's own TCP accept and push floors (no gateway).
+    /// The machine's own floors (no gateway): TCP accept, push, fan-out, echo.
     Floor {
         #[command(flatten)]
         conn: ConnArgs,
@@ -179,6 +202,16 @@ enum Cmd {
         /// Rounds of the fan-out floor (the report gives the median).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Echo floor: connections driven in each phase (one message in flight each);
+        /// 0: no echo floor.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+        echo_connections: Vec<usize>,
+        /// Echo floor: seconds measured per phase.
+        #[arg(long, default_value_t = 4.0)]
+        echo_s: f64,
+        /// Only the echo floor.
+        #[arg(long)]
+        echo_only: bool,
     },
     /// Fold the reports of a `scripts/bench.sh` run (DIR/{floor,hold,storm,push,fanout}.json)
     /// into DIR/report.json and print the figures against the targets.
@@ -193,6 +226,14 @@ enum Cmd {
     /// Internal: the plain TCP server of `floor`.
     #[command(hide = true)]
     FloorServer {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 65_535)]
+        backlog: i32,
+    },
+    /// Internal: the epoll echo server of `floor`.
+    #[command(hide = true)]
+    FloorEchoServer {
         #[arg(long, default_value_t = 2)]
         threads: usize,
         #[arg(long, default_value_t = 65_535)]
@@ -230,6 +271,19 @@ fn plan(targets: &[SocketAddr], c: &ConnArgs) -> storm::Plan {
     }
 }
 
+/// Round-trip phases: one per entry of `connections`.
+fn rt_phases(connections: &[usize], warmup: f64, duration: f64) -> Vec<rtt::Phase> {
+    connections
+        .iter()
+        .filter(|n| **n > 0)
+        .map(|n| rtt::Phase {
+            connections: *n,
+            warmup: Duration::from_secs_f64(warmup.max(0.0)),
+            duration: Duration::from_secs_f64(duration.max(0.1)),
+        })
+        .collect()
+}
+
 fn procs(explicit: Option<usize>, connections: u64) -> usize {
     explicit.unwrap_or_else(|| connections.div_ceil(18_000) as usize).max(1)
 }
@@ -251,6 +305,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Cmd::FloorServer { threads, backlog } = cli.cmd {
         return floor::server(threads, backlog);
+    }
+    if let Cmd::FloorEchoServer { threads, backlog } = cli.cmd {
+        return floor::echo_server(threads, backlog);
     }
     if let Cmd::Report { dir, params } = &cli.cmd {
         let params: serde_json::Value = serde_json::from_str(params).context("--params is not JSON")?;
@@ -281,12 +338,23 @@ fn main() -> Result<()> {
                 let report = storm::coordinate(&common, &plan, procs(*p, conn.connections), hold).await?;
                 emit(cli.json, &report, |r| storm::print(r, !hold.is_zero()));
             }
-            Cmd::Push { conn, batch, duration, push_rate, no_saturate, requests, window, content_bytes } => {
+            Cmd::Push {
+                conn,
+                batch,
+                duration,
+                push_rate,
+                no_saturate,
+                fixed_rate,
+                requests,
+                window,
+                content_bytes,
+            } => {
                 let args = push::PushArgs {
                     batch: (*batch).max(1),
                     duration: *duration,
                     rate: *push_rate,
                     no_saturate: *no_saturate,
+                    fixed_rate: *fixed_rate,
                     concurrency: *requests,
                     window: *window,
                     content_bytes: *content_bytes,
@@ -308,13 +376,27 @@ fn main() -> Result<()> {
                 let report = reconnect::run(&common, &plan(&cli.target, conn), &args).await?;
                 emit(cli.json, &report, reconnect::print);
             }
-            Cmd::Floor { conn, threads, content_bytes, push_rounds, rounds } => {
+            Cmd::Heartbeat { conn, steps, duration, warmup } => {
                 let plan = plan(&cli.target, conn);
-                let report =
-                    floor::run(&plan, *threads, *content_bytes, (*push_rounds).max(1), (*rounds).max(1)).await?;
+                let steps = if steps.is_empty() { vec![conn.connections as usize] } else { steps.clone() };
+                let report = heartbeat::run(&common, &plan, &rt_phases(&steps, *warmup, *duration)).await?;
+                emit(cli.json, &report, heartbeat::print);
+            }
+            Cmd::Floor { conn, threads, content_bytes, push_rounds, rounds, echo_connections, echo_s, echo_only } => {
+                let args = floor::FloorArgs {
+                    threads: *threads,
+                    content_bytes: *content_bytes,
+                    push_rounds: (*push_rounds).max(1),
+                    rounds: (*rounds).max(1),
+                    echo: rt_phases(echo_connections, 0.5, *echo_s),
+                    echo_only: *echo_only,
+                };
+                let report = floor::run(&plan(&cli.target, conn), &args).await?;
                 emit(cli.json, &report, floor::print);
             }
-            Cmd::FloorServer { .. } | Cmd::Report { .. } => unreachable!("handled above"),
+            Cmd::FloorServer { .. } | Cmd::FloorEchoServer { .. } | Cmd::Report { .. } => {
+                unreachable!("handled above")
+            }
         }
         Ok(())
     })

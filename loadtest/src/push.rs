@@ -7,6 +7,9 @@
 //! client queue overflows) and an open-loop phase at a fixed rate (half the measured
 //! maximum unless `--rate` says otherwise), where the next request goes out on
 //! schedule whatever happened to the last one, so latency is not hidden by waiting.
+//! With `--fixed-rate R`, a third phase runs open loop at exactly R deliveries per
+//! second (the latency target is stated at a fixed rate, not relative to the
+//! saturated one).
 
 use crate::client::Receipts;
 use crate::hist::Hist;
@@ -62,6 +65,8 @@ pub struct PushArgs {
     pub rate: f64,
     /// Skip the saturation phase (needs `rate`).
     pub no_saturate: bool,
+    /// A third phase, open loop at this many deliveries per second; 0: none.
+    pub fixed_rate: f64,
     /// Requests in flight at most during saturation.
     pub concurrency: usize,
     /// Deliveries in flight (sent, not yet received) at most during saturation.
@@ -333,6 +338,9 @@ pub async fn push(common: &Common, plan: &Plan, a: &PushArgs) -> Result<Value> {
         bail!("no rate for the open-loop phase: give --rate or let the saturation phase measure one");
     }
     report["open_loop"] = open_loop(&run, rate, 2 << 40).await;
+    if a.fixed_rate > 0.0 {
+        report["fixed_rate"] = open_loop(&run, a.fixed_rate, 4 << 40).await;
+    }
     storm::release(kept.0, kept.1).await;
     Ok(report)
 }
@@ -397,7 +405,7 @@ pub async fn fanout(common: &Common, plan: &Plan, a: &FanoutArgs) -> Result<Valu
 
 pub fn print_push(r: &Value) {
     println!("connections: {}", r["connections"]);
-    for phase in ["saturation", "open_loop"] {
+    for phase in ["saturation", "open_loop", "fixed_rate"] {
         let p = &r[phase];
         if p.is_null() {
             continue;

@@ -28,20 +28,30 @@ fn ticks_per_s() -> f64 {
     }
 }
 
-/// utime + stime of a /proc stat line, seconds.
-fn stat_cpu_s(stat: &str) -> Option<f64> {
+/// utime and stime of a /proc stat line, seconds.
+fn stat_user_sys_s(stat: &str) -> Option<(f64, f64)> {
     // The command name may hold spaces: fields are counted after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks_per_s())
+    Some((utime / ticks_per_s(), stime / ticks_per_s()))
+}
+
+/// utime + stime of a /proc stat line, seconds.
+fn stat_cpu_s(stat: &str) -> Option<f64> {
+    stat_user_sys_s(stat).map(|(u, s)| u + s)
 }
 
 /// CPU seconds (user + system) the process has used.
 pub fn cpu_s(pid: u32) -> Result<f64> {
+    cpu_user_sys_s(pid).map(|(u, s)| u + s)
+}
+
+/// CPU seconds the process has used in user space and in the kernel.
+pub fn cpu_user_sys_s(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/PID/stat")?;
-    stat_cpu_s(&stat).ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))
+    stat_user_sys_s(&stat).ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))
 }
 
 /// CPU seconds per thread name (`imgw-shard-0-1`, ...).
@@ -157,5 +167,8 @@ mod tests {
         let line = "42 (imgw shard) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 3 0 1000 0 0";
         let cpu = super::stat_cpu_s(line).unwrap();
         assert!((cpu - 400.0 / super::ticks_per_s()).abs() < 1e-9);
+        let (user, sys) = super::stat_user_sys_s(line).unwrap();
+        assert!((user - 250.0 / super::ticks_per_s()).abs() < 1e-9);
+        assert!((sys - 150.0 / super::ticks_per_s()).abs() < 1e-9);
     }
 }
