@@ -301,11 +301,25 @@ pub async fn run(plan: &Plan, a: &FloorArgs) -> Result<Value> {
 
 /// The echo floor: connections to the epoll echo server, driven by [`crate::rtt`].
 async fn echo(plan: &Plan, a: &FloorArgs) -> Result<Value> {
-    let mut server = spawn_server("floor-echo-server", a.threads).await?;
-    let n = a.echo.iter().map(|p| p.connections).max().unwrap_or(0) as u64;
+    let server = spawn_server("floor-echo-server", a.threads).await?;
+    let plan = Plan { targets: vec![server.addr], ..plan.clone() };
+    let mut report = echo_at(&plan, server.child.id(), &a.echo).await?;
+    report["server_threads"] = json!(a.threads);
+    drop(server.stdin);
+    let mut child = server.child;
+    let _ = child.kill().await;
+    Ok(report)
+}
+
+/// Round trips against the echo server at the plan's first target (whose CPU is read
+/// from `server_pid`): the HEARTBEAT-sized request comes back byte for byte.
+pub async fn echo_at(plan: &Plan, server_pid: Option<u32>, phases: &[crate::rtt::Phase]) -> Result<Value> {
+    let target = *plan.targets.first().context("no target")?;
+    let n = phases.iter().map(|p| p.connections).max().unwrap_or(0) as u64;
+    let rss_before = server_pid.and_then(|p| crate::sys::rss_bytes(p).ok());
     let mut socks = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let s = client::tcp(server.addr, client::source(i, plan.source_ips)).await?;
+        let s = client::tcp(target, client::source(i, plan.source_ips)).await?;
         s.set_nodelay(true)?;
         socks.push(s);
     }
@@ -315,14 +329,20 @@ async fn echo(plan: &Plan, a: &FloorArgs) -> Result<Value> {
         request.clone(),
         crate::rtt::Reply::Echo,
         |r| r == client::heartbeat_request(),
-        &a.echo,
-        server.child.id(),
+        phases,
+        server_pid,
     )
     .await?;
+    // Every connection has served at least one round trip when the last phase drove
+    // them all: the server's memory per connection, held open (the echo floor holds
+    // none in user space; a spike's figure is its own).
+    let rss_after = server_pid.and_then(|p| crate::sys::rss_bytes(p).ok());
+    let rss_per_conn = rss_before
+        .zip(rss_after)
+        .filter(|_| phases.last().and_then(|p| p["connections"].as_u64()) == Some(n))
+        .map(|(b, a)| a.saturating_sub(b) as f64 / n.max(1) as f64);
     drop(socks);
-    drop(server.stdin);
-    let _ = server.child.kill().await;
-    Ok(json!({ "phases": phases, "server_threads": a.threads, "message_bytes": request.len() }))
+    Ok(json!({ "phases": phases, "message_bytes": request.len(), "server_rss_per_conn_bytes": rss_per_conn }))
 }
 
 /// The accept, push and fan-out floors over one set of sockets.
@@ -334,7 +354,7 @@ async fn accept_push_fanout(plan: &Plan, a: &FloorArgs) -> Result<Value> {
     // gateway's CPU per handshake against (the client is the same for both only up to
     // the upgrade, and on a shared box the rate is bounded by client + server together).
     let server_pid = child.id();
-    let cpu_before = server_pid.and_then(|p| crate::sys::cpu_s(p).ok());
+    let cpu_before = server_pid.and_then(|p| crate::sys::cpu_user_sys_s(p).ok());
     let gate = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let gap = if plan.rate > 0.0 { Duration::from_secs_f64(1.0 / plan.rate) } else { Duration::ZERO };
@@ -381,8 +401,11 @@ async fn accept_push_fanout(plan: &Plan, a: &FloorArgs) -> Result<Value> {
     }
     let accept_elapsed = started.elapsed().as_secs_f64();
     let accepted = socks.len() as u64;
-    let cpu_after = server_pid.and_then(|p| crate::sys::cpu_s(p).ok());
-    let accept_cpu_us = cpu_before.zip(cpu_after).map(|(b, a)| (a - b) * 1e6 / accepted.max(1) as f64);
+    let cpu_after = server_pid.and_then(|p| crate::sys::cpu_user_sys_s(p).ok());
+    let per_conn = 1e6 / accepted.max(1) as f64;
+    let accept_us =
+        cpu_before.zip(cpu_after).map(|((bu, bs), (au, as_))| ((au - bu) * per_conn, (as_ - bs) * per_conn));
+    let accept_cpu_us = accept_us.map(|(u, s)| u + s);
     if accepted == 0 {
         bail!("the floor server accepted nothing");
     }
@@ -428,6 +451,7 @@ async fn accept_push_fanout(plan: &Plan, a: &FloorArgs) -> Result<Value> {
         "raw_tcp_accept_rate_per_s": accepted as f64 / accept_elapsed,
         "accept_elapsed_s": accept_elapsed,
         "raw_accept_server_cpu_us_per_conn": accept_cpu_us,
+        "raw_accept_server_us_per_conn": accept_us.map(|(user, sys)| json!({ "user": user, "sys": sys })),
         "payload_bytes": size,
         "push_s": push_elapsed,
         "push_rounds": push_rounds,

@@ -15,6 +15,8 @@
 //!   back honouring `retry_after_ms`.
 //! - `heartbeat`: HEARTBEAT round trips, one in flight per connection; the gateway's
 //!   CPU per round trip.
+//! - `echo`: the same round trips against any raw TCP echo server at `--target`
+//!   (spikes, other servers), its CPU from `--gateway-pid`.
 //! - `floor`: the machine's own floors, with no gateway: TCP accept, push, fan-out, and
 //!   a raw epoll echo server's CPU per round trip (the same client as `heartbeat`).
 //! - `report`: folds a `scripts/bench.sh` run into `report.json`.
@@ -60,6 +62,12 @@ struct Cli {
     /// Print a JSON report instead of the table.
     #[arg(long, global = true)]
     json: bool,
+    /// `perf stat|record --control` fifos (`CTL[,ACK]`, repeat for several perf
+    /// processes): the measured windows of `storm`, `heartbeat`, `echo` and the echo
+    /// floor are bracketed with `enable` / `disable` (start perf with `--delay=-1`), so
+    /// perf counts exactly what a report divides by.
+    #[arg(long, global = true)]
+    perf_ctl: Vec<String>,
     /// Internal: run slice K of P of a spread run (`K/P`).
     #[arg(long, global = true, hide = true)]
     worker: Option<String>,
@@ -160,6 +168,21 @@ enum Cmd {
     /// HEARTBEAT round trips, one in flight per connection: the gateway's CPU per round
     /// trip (against the echo floor of `floor`).
     Heartbeat {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Connections driven in each phase, one phase per entry (default: all).
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<usize>,
+        /// Seconds measured per phase.
+        #[arg(long, default_value_t = 4.0)]
+        duration: f64,
+        /// Seconds of round trips before each phase's measured window.
+        #[arg(long, default_value_t = 0.5)]
+        warmup: f64,
+    },
+    /// Round trips against any raw TCP echo server at --target (the echo floor's client;
+    /// the server's CPU from --gateway-pid): spikes and other servers.
+    Echo {
         #[command(flatten)]
         conn: ConnArgs,
         /// Connections driven in each phase, one phase per entry (default: all).
@@ -303,6 +326,7 @@ fn emit(json: bool, report: &serde_json::Value, table: impl FnOnce(&serde_json::
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    sys::set_perf_ctl(&cli.perf_ctl);
     if let Cmd::FloorServer { threads, backlog } = cli.cmd {
         return floor::server(threads, backlog);
     }
@@ -381,6 +405,12 @@ fn main() -> Result<()> {
                 let steps = if steps.is_empty() { vec![conn.connections as usize] } else { steps.clone() };
                 let report = heartbeat::run(&common, &plan, &rt_phases(&steps, *warmup, *duration)).await?;
                 emit(cli.json, &report, heartbeat::print);
+            }
+            Cmd::Echo { conn, steps, duration, warmup } => {
+                let plan = plan(&cli.target, conn);
+                let steps = if steps.is_empty() { vec![conn.connections as usize] } else { steps.clone() };
+                let report = floor::echo_at(&plan, cli.gateway_pid, &rt_phases(&steps, *warmup, *duration)).await?;
+                emit(cli.json, &report, |r| rtt::print("echo", &r["phases"]));
             }
             Cmd::Floor { conn, threads, content_bytes, push_rounds, rounds, echo_connections, echo_s, echo_only } => {
                 let args = floor::FloorArgs {

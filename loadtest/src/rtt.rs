@@ -191,10 +191,12 @@ pub async fn run(
         let rest = socks.split_off(n);
         let tasks: Vec<_> = socks.drain(..).map(|s| tokio::spawn(drive_one(s, shared.clone()))).collect();
         tokio::time::sleep(phase.warmup).await;
+        crate::sys::perf_ctl("enable");
         let before = Cpu::take(server_pid, &shared.done);
         shared.measuring.store(true, Ordering::SeqCst);
         tokio::time::sleep(phase.duration).await;
         let after = Cpu::take(server_pid, &shared.done);
+        crate::sys::perf_ctl("disable");
         shared.stop.store(true, Ordering::SeqCst);
         let mut hist = Hist::new();
         for t in tasks {

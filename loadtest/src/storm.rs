@@ -197,6 +197,7 @@ fn merge(reports: &[Value]) -> Value {
 /// Runs a storm (hold = 0) or a hold over `procs` client processes (in this process
 /// when 1), sampling the gateway around it.
 pub async fn coordinate(common: &Common, plan: &Plan, procs: usize, hold: Duration) -> Result<Value> {
+    sys::perf_ctl("enable");
     let before = Sample::take(common.gateway_pid);
     let (opens, kept) = if procs <= 1 {
         let opened = open_slice(common, plan, 0, plan.connections, plan.rate).await?;
@@ -215,6 +216,7 @@ pub async fn coordinate(common: &Common, plan: &Plan, procs: usize, hold: Durati
         (opens, Kept::Workers(workers))
     };
     let all_up = Sample::take(common.gateway_pid);
+    sys::perf_ctl("disable");
     tokio::time::sleep(hold).await;
     let after = Sample::take(common.gateway_pid);
     let dropped = match kept {
@@ -248,6 +250,10 @@ pub async fn coordinate(common: &Common, plan: &Plan, procs: usize, hold: Durati
         report["gateway_cpu_s_hold"] = json!(a - u);
         if up > 0 {
             report["gateway_cpu_us_per_handshake"] = json!((u - b) * 1e6 / up as f64);
+            if let (Some((bu, bs)), Some((uu, us))) = (before.user_sys_s, all_up.user_sys_s) {
+                let k = 1e6 / up as f64;
+                report["gateway_us_per_handshake"] = json!({ "user": (uu - bu) * k, "sys": (us - bs) * k });
+            }
         }
         report["gateway_shard_cpu_s_storm"] = before.shard_cpu_s(&all_up);
     }
@@ -278,7 +284,12 @@ pub fn print(report: &Value, hold: bool) {
         println!("{name:<10} {}", lat(key));
     }
     if let Some(cpu) = report["gateway_cpu_us_per_handshake"].as_f64() {
-        println!("gateway CPU per handshake: {cpu:.1} us");
+        let split = &report["gateway_us_per_handshake"];
+        println!(
+            "gateway CPU per handshake: {cpu:.1} us ({:.1} user + {:.1} kernel)",
+            split["user"].as_f64().unwrap_or(0.0),
+            split["sys"].as_f64().unwrap_or(0.0)
+        );
     }
     if hold {
         println!("dropped during hold: {}", report["dropped_during_hold"]);

@@ -7,6 +7,44 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
+/// `perf stat|record --control fifo:CTL,ACK` fifos, when `--perf-ctl` gave them:
+/// measured windows are bracketed with `enable` / `disable`, so perf counts exactly the
+/// window a report's figures are divided by.
+type Fifos = Vec<(std::path::PathBuf, Option<std::path::PathBuf>)>;
+static PERF_CTL: std::sync::OnceLock<Fifos> = std::sync::OnceLock::new();
+
+/// Sets the perf control fifos (each `CTL[,ACK]`, one per perf process).
+pub fn set_perf_ctl(specs: &[String]) {
+    let fifos = specs
+        .iter()
+        .map(|spec| match spec.split_once(',') {
+            Some((c, a)) => (c.into(), Some(a.into())),
+            None => (spec.into(), None),
+        })
+        .collect();
+    let _ = PERF_CTL.set(fifos);
+}
+
+/// Tells every perf to `enable` or `disable` its counters (no-op without
+/// `--perf-ctl`); waits for each ack when there is an ack fifo.
+pub fn perf_ctl(command: &str) {
+    use std::io::{Read, Write};
+    for (ctl, ack) in PERF_CTL.get().into_iter().flatten() {
+        let sent = std::fs::OpenOptions::new()
+            .write(true)
+            .open(ctl)
+            .and_then(|mut f| f.write_all(format!("{command}\n").as_bytes()));
+        if let Err(e) = sent {
+            eprintln!("perf control {}: {e}", ctl.display());
+            continue;
+        }
+        if let Some(ack) = ack {
+            let mut buf = [0u8; 4];
+            let _ = std::fs::File::open(ack).and_then(|mut f| f.read(&mut buf));
+        }
+    }
+}
+
 /// Resident set size of `pid`, bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read /proc/PID/status")?;
@@ -79,13 +117,21 @@ pub fn thread_cpu_s(pid: u32) -> Vec<(String, f64)> {
 pub struct Sample {
     pub rss: Option<u64>,
     pub cpu_s: Option<f64>,
+    /// The same CPU, user space and kernel apart.
+    pub user_sys_s: Option<(f64, f64)>,
     pub threads: Vec<(String, f64)>,
 }
 
 impl Sample {
     pub fn take(pid: Option<u32>) -> Sample {
         let Some(pid) = pid else { return Sample::default() };
-        Sample { rss: rss_bytes(pid).ok(), cpu_s: cpu_s(pid).ok(), threads: thread_cpu_s(pid) }
+        let user_sys_s = cpu_user_sys_s(pid).ok();
+        Sample {
+            rss: rss_bytes(pid).ok(),
+            cpu_s: user_sys_s.map(|(u, s)| u + s),
+            user_sys_s,
+            threads: thread_cpu_s(pid),
+        }
     }
 
     /// CPU seconds per shard thread between `self` (earlier) and `later`.
