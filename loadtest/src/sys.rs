@@ -81,11 +81,6 @@ fn stat_cpu_s(stat: &str) -> Option<f64> {
     stat_user_sys_s(stat).map(|(u, s)| u + s)
 }
 
-/// CPU seconds (user + system) the process has used.
-pub fn cpu_s(pid: u32) -> Result<f64> {
-    cpu_user_sys_s(pid).map(|(u, s)| u + s)
-}
-
 /// CPU seconds the process has used in user space and in the kernel.
 pub fn cpu_user_sys_s(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read /proc/PID/stat")?;
