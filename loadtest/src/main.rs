@@ -104,6 +104,29 @@ struct ConnArgs {
     heartbeat: u64,
 }
 
+/// Round-trip phases (`heartbeat`, `echo`): one request in flight per connection.
+#[derive(Args, Debug, Clone)]
+struct RtArgs {
+    /// Connections driven in each phase, one phase per entry (default: all).
+    #[arg(long, value_delimiter = ',')]
+    steps: Vec<usize>,
+    /// Seconds measured per phase.
+    #[arg(long, default_value_t = 4.0)]
+    duration: f64,
+    /// Seconds of round trips before each phase's measured window.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+}
+
+impl RtArgs {
+    /// The phases, over all `connections` when no steps were given.
+    fn phases(&self, connections: u64) -> Vec<rtt::Phase> {
+        let all = [connections as usize];
+        let steps = if self.steps.is_empty() { &all[..] } else { &self.steps[..] };
+        rt_phases(steps, self.warmup, self.duration)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Open N connections at a target rate; handshake rate, latency, failures.
@@ -170,30 +193,16 @@ enum Cmd {
     Heartbeat {
         #[command(flatten)]
         conn: ConnArgs,
-        /// Connections driven in each phase, one phase per entry (default: all).
-        #[arg(long, value_delimiter = ',')]
-        steps: Vec<usize>,
-        /// Seconds measured per phase.
-        #[arg(long, default_value_t = 4.0)]
-        duration: f64,
-        /// Seconds of round trips before each phase's measured window.
-        #[arg(long, default_value_t = 0.5)]
-        warmup: f64,
+        #[command(flatten)]
+        rt: RtArgs,
     },
     /// Round trips against any raw TCP echo server at --target (the echo floor's client;
     /// the server's CPU from --gateway-pid): spikes and other servers.
     Echo {
         #[command(flatten)]
         conn: ConnArgs,
-        /// Connections driven in each phase, one phase per entry (default: all).
-        #[arg(long, value_delimiter = ',')]
-        steps: Vec<usize>,
-        /// Seconds measured per phase.
-        #[arg(long, default_value_t = 4.0)]
-        duration: f64,
-        /// Seconds of round trips before each phase's measured window.
-        #[arg(long, default_value_t = 0.5)]
-        warmup: f64,
+        #[command(flatten)]
+        rt: RtArgs,
     },
     /// Drop all N at once and bring them back honouring retry_after_ms.
     ReconnectStorm {
@@ -400,16 +409,13 @@ fn main() -> Result<()> {
                 let report = reconnect::run(&common, &plan(&cli.target, conn), &args).await?;
                 emit(cli.json, &report, reconnect::print);
             }
-            Cmd::Heartbeat { conn, steps, duration, warmup } => {
-                let plan = plan(&cli.target, conn);
-                let steps = if steps.is_empty() { vec![conn.connections as usize] } else { steps.clone() };
-                let report = heartbeat::run(&common, &plan, &rt_phases(&steps, *warmup, *duration)).await?;
+            Cmd::Heartbeat { conn, rt } => {
+                let report = heartbeat::run(&common, &plan(&cli.target, conn), &rt.phases(conn.connections)).await?;
                 emit(cli.json, &report, heartbeat::print);
             }
-            Cmd::Echo { conn, steps, duration, warmup } => {
-                let plan = plan(&cli.target, conn);
-                let steps = if steps.is_empty() { vec![conn.connections as usize] } else { steps.clone() };
-                let report = floor::echo_at(&plan, cli.gateway_pid, &rt_phases(&steps, *warmup, *duration)).await?;
+            Cmd::Echo { conn, rt } => {
+                let phases = rt.phases(conn.connections);
+                let report = floor::echo_at(&plan(&cli.target, conn), cli.gateway_pid, &phases).await?;
                 emit(cli.json, &report, |r| rtt::print("echo", &r["phases"]));
             }
             Cmd::Floor { conn, threads, content_bytes, push_rounds, rounds, echo_connections, echo_s, echo_only } => {
