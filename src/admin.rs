@@ -1,21 +1,21 @@
 //! The admin HTTP API (hyper, on the control-plane thread's tokio runtime).
 //!
 //! Backends push, broadcast, kick and look users up here; operators read `/v1/stats`,
-//! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard`. Handlers talk to shards
-//! only through the [`Router`](crate::router::Router) and the shards' inboxes; nothing
-//! here touches a connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
+//! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard`. Handlers decode and check
+//! the request, hand it to the delivery facade ([`Router`](crate::router::Router)) or
+//! the registry, and shape the answer; nothing here touches a shard, the directory or a
+//! connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
 
 use crate::metrics::ShardStats;
+use crate::node::{Node, Phase};
 use crate::packet;
 use crate::proto::{Command, PushMsg};
-use crate::router::ShardMsg;
-use crate::shard::Node;
+use crate::router::Scope;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -92,10 +92,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         },
         (Method::GET, "/v1/online") => online(node, req.uri().query().unwrap_or("")).await,
         (Method::GET, "/v1/stats") => {
-            let shards = gather_stats(node).await;
+            let shards = node.router().stats().await;
             let mut stats = stats_json(node, &shards);
             // Cluster mode: the other nodes' summaries (as their last sweep filed them).
-            match node.registry.nodes().await {
+            match node.registry().nodes().await {
                 Ok(Some(nodes)) => stats["nodes"] = serde_json::json!(nodes),
                 Ok(None) => {}
                 Err(e) => {
@@ -106,10 +106,10 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
             json(StatusCode::OK, stats)
         }
         (Method::GET, "/metrics") => {
-            let shards = gather_stats(node).await;
+            let shards = node.router().stats().await;
             Response::builder()
                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Full::new(Bytes::from(crate::prometheus::render(node, &shards))))
+                .body(Full::new(Bytes::from(crate::prometheus::render(node.gateway_id(), &shards))))
                 .expect("static response parts")
         }
         (Method::GET, "/dashboard") => Response::builder()
@@ -120,9 +120,9 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
             .expect("static response parts"),
         (Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (Method::GET, "/readyz") => {
-            if node.draining.load(Ordering::Relaxed) {
+            if node.phase() == Phase::Draining {
                 json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "ready": false, "reason": "draining" }))
-            } else if !node.registry.connected() {
+            } else if !node.registry().connected() {
                 json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     serde_json::json!({ "ready": false, "reason": "registry unavailable (redis not connected)" }),
@@ -235,42 +235,35 @@ async fn push(node: &Arc<Node>, mut req: PushRequest) -> Reply {
         return error(StatusCode::BAD_REQUEST, e);
     }
     let msg = req.message();
-    let frame = packet::frame(Command::Push, 0, &msg);
-    // Users on this node first, straight to their shards (no Redis involved) ...
-    let local: Vec<bool> =
-        req.user_ids.iter().map(|&u| node.router.directory.with_sessions(u, |_| ()).is_some()).collect();
-    let report = node.router.push(&req.user_ids, frame).await;
-    // ... then their sessions on other nodes, through each node's channel.
-    let remote = node.registry.push(&req.user_ids, &msg).await;
-    let (taken, nodes, registry_error) = match remote {
-        Ok(r) => (r.taken, r.nodes, None),
-        Err(e) => (vec![false; req.user_ids.len()], 0, Some(e.to_string())),
-    };
-    let delivered = |i: usize| local[i] || taken[i];
+    // Users on this node first, straight to their shards (no Redis involved), then
+    // their sessions on other nodes, through each node's channel.
+    let pushed = node.router().push(&req.user_ids, &msg, Scope::Cluster).await;
     let not_delivered: Vec<i64> =
-        req.user_ids.iter().enumerate().filter(|&(i, _)| !delivered(i)).map(|(_, &u)| u).collect();
+        req.user_ids.iter().enumerate().filter(|&(i, _)| !pushed.delivered(i)).map(|(_, &u)| u).collect();
     let mut body = serde_json::json!({
         "users": req.user_ids.len(),
         "online_users": req.user_ids.len() - not_delivered.len(),
-        "local_users": report.online_users,
-        "shards": report.shards,
-        "nodes": nodes,
+        "local_users": pushed.local_users(),
+        "shards": pushed.shards,
+        "nodes": 0,
         "not_delivered": not_delivered,
     });
-    if let Some(e) = registry_error {
-        body["registry_error"] = e.into();
+    match pushed.remote {
+        Some(Ok(r)) => body["nodes"] = r.nodes.into(),
+        Some(Err(e)) => body["registry_error"] = e.to_string().into(),
+        None => {}
     }
     json(StatusCode::OK, body)
 }
 
 async fn broadcast(node: &Arc<Node>, req: BroadcastRequest) -> Reply {
     let msg = req.msg.into_push(0);
-    let frame = packet::frame(Command::Push, 0, &msg);
-    let report = node.router.broadcast(frame).await;
-    let mut body = serde_json::json!({ "online_users": report.online_users, "shards": report.shards });
-    match node.registry.broadcast(&msg).await {
-        Ok(nodes) => body["nodes"] = nodes.into(),
-        Err(e) => body["registry_error"] = e.to_string().into(),
+    let sent = node.router().broadcast(&msg, Scope::Cluster).await;
+    let mut body = serde_json::json!({ "online_users": sent.users, "shards": sent.shards });
+    match sent.remote {
+        Some(Ok(nodes)) => body["nodes"] = nodes.into(),
+        Some(Err(e)) => body["registry_error"] = e.to_string().into(),
+        None => {}
     }
     json(StatusCode::OK, body)
 }
@@ -290,11 +283,12 @@ async fn kick(node: &Arc<Node>, req: KickRequest) -> Reply {
         return error(StatusCode::BAD_REQUEST, e);
     }
     let reason = req.reason.unwrap_or_else(|| "kicked by admin".to_string());
-    let kicked = node.router.kick(req.user_id, req.platform, &reason).await;
-    let mut body = serde_json::json!({ "user_id": req.user_id, "kicked": kicked });
-    match node.registry.kick(req.user_id, req.platform, &reason).await {
-        Ok(remote) => body["kicked"] = (kicked + remote).into(),
-        Err(e) => body["registry_error"] = e.to_string().into(),
+    let kicked = node.router().kick(req.user_id, req.platform, &reason, Scope::Cluster).await;
+    let mut body = serde_json::json!({ "user_id": req.user_id, "kicked": kicked.here });
+    match kicked.remote {
+        Some(Ok(remote)) => body["kicked"] = (kicked.here + remote).into(),
+        Some(Err(e)) => body["registry_error"] = e.to_string().into(),
+        None => {}
     }
     json(StatusCode::OK, body)
 }
@@ -312,7 +306,7 @@ async fn online(node: &Arc<Node>, query: &str) -> Reply {
         return error(StatusCode::BAD_REQUEST, "user_ids=1,2,... is required");
     }
     let gateway = node.gateway_id();
-    let (remote, registry_error) = match node.registry.locate(&ids).await {
+    let (remote, registry_error) = match node.registry().locate(&ids).await {
         Ok(r) => (r, None),
         Err(e) => (vec![Vec::new(); ids.len()], Some(e.to_string())),
     };
@@ -321,11 +315,17 @@ async fn online(node: &Arc<Node>, query: &str) -> Reply {
         .zip(remote)
         .map(|(&id, remote)| {
             let mut sessions: Vec<serde_json::Value> = node
-                .router
-                .directory
+                .router()
                 .with_sessions(id, |s| {
                     s.iter()
-                        .map(|l| serde_json::json!({ "platform": l.platform, "gateway_id": gateway, "shard": l.shard, "session_id": node.session_string(l.session, l.platform) }))
+                        .map(|l| {
+                            serde_json::json!({
+                                "platform": l.platform,
+                                "gateway_id": gateway,
+                                "shard": l.shard(),
+                                "session_id": node.session_name(l.session, l.platform).to_string(),
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -348,16 +348,6 @@ async fn online(node: &Arc<Node>, query: &str) -> Reply {
     json(StatusCode::OK, body)
 }
 
-/// Asks every shard for its figures (merge on read).
-pub async fn gather_stats(node: &Arc<Node>) -> Vec<ShardStats> {
-    shards::gather(&node.router.mesh, |_, reply| ShardMsg::Stats { reply })
-        .await
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| s.unwrap_or(ShardStats { shard: i, ..Default::default() }))
-        .collect()
-}
-
 fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
     let total = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
     serde_json::json!({
@@ -365,7 +355,7 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
         "shards": shards,
         "total": {
             "connections": total(|s| s.connections),
-            "users": node.router.directory.users(),
+            "users": node.router().users(),
             "handshakes": total(|s| s.handshakes),
             "pushes_in": total(|s| s.pushes_in),
             "pushes_queued": total(|s| s.pushes_queued),
@@ -375,10 +365,10 @@ fn stats_json(node: &Arc<Node>, shards: &[ShardStats]) -> serde_json::Value {
             "slow_cuts": total(|s| s.slow_cuts),
             "kicks": total(|s| s.kicks),
         },
-        "max_connections": node.max_connections,
-        "open_connections": node.open.load(Ordering::Relaxed),
-        "draining": node.draining.load(Ordering::Relaxed),
-        "cluster": { "registry": node.registry.kind(), "connected": node.registry.connected() },
+        "max_connections": node.max_connections(),
+        "open_connections": node.open_connections(),
+        "draining": node.phase() == Phase::Draining,
+        "cluster": { "registry": node.registry().kind(), "connected": node.registry().connected() },
         // Wall clock of this answer (Unix ms): the dashboard's rates divide by it.
         "now_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
     })

@@ -61,7 +61,7 @@ impl HandshakeBucket {
 }
 
 /// Open connections per client address, for the whole process. Shared through
-/// [`Node`](crate::shard::Node); see the module doc for why it is one map.
+/// [`Node`](crate::node::Node); see the module doc for why it is one map.
 #[derive(Debug)]
 pub struct IpTable {
     /// Most connections one address may hold; 0 = no limit.
@@ -95,7 +95,7 @@ impl IpTable {
     }
 
     /// Counts one more connection from `key`; false (and nothing counted) at the cap.
-    pub fn try_add(&self, key: u64) -> bool {
+    pub(crate) fn try_add(&self, key: u64) -> bool {
         let cap = self.cap;
         let counts = self.counts.pin();
         let result = counts.compute(key, |entry| match entry {
@@ -107,7 +107,7 @@ impl IpTable {
     }
 
     /// Counts one connection from `key` less.
-    pub fn remove(&self, key: u64) {
+    pub(crate) fn remove(&self, key: u64) {
         let counts = self.counts.pin();
         counts.compute(key, |entry| match entry {
             Some((_, &n)) if n > 1 => papaya::Operation::Insert(n - 1),

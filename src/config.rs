@@ -4,6 +4,10 @@
 //! `config/gateway.toml`) and [`Config::validate`], which names the bad key. The CLI
 //! (clap, in `main.rs`) turns its flags into [`Overrides`]; [`Config::load`] does the
 //! layering. Environment keys are `IMGW_<SECTION>_<KEY>`, e.g. `IMGW_AUTH_JWT_SECRET`.
+//!
+//! One file on purpose, though longer than the others: the sections, their defaults,
+//! the layering, `validate` and the tests of defaults and rejections are one thing (a
+//! key's meaning, default and check are read together), like pingora's `ServerConf`.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -256,6 +260,23 @@ pub enum MultiLogin {
     KickSamePlatform,
     /// Every older session is kicked.
     Single,
+}
+
+impl MultiLogin {
+    /// The reason a displaced session is given (KICK packet and close 4003), on this
+    /// node and across nodes.
+    pub const KICK_REASON: &'static str = "replaced by a newer login";
+
+    /// The multi-login rule, in one place: whether a new login on `new_platform`
+    /// displaces (kicks) an older session of the same user on `old_platform`. The
+    /// directory applies it on this node, the Redis registry across nodes.
+    pub fn displaces(self, old_platform: i32, new_platform: i32) -> bool {
+        match self {
+            MultiLogin::Allow => false,
+            MultiLogin::KickSamePlatform => old_platform == new_platform,
+            MultiLogin::Single => true,
+        }
+    }
 }
 
 /// `[admin]`

@@ -9,20 +9,26 @@
 //! says where they are.
 
 use crate::config::MultiLogin;
+use crate::session::SessionId;
 
 /// Where one session lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionLoc {
-    /// Process-unique session id (see `session::SessionId`).
-    pub session: u64,
+    /// Process-unique session id (see [`SessionId`]); it names the owning shard.
+    pub session: SessionId,
     /// Client platform.
     pub platform: i32,
-    /// Shard that owns the connection.
-    pub shard: u16,
 }
 
-/// Concurrent map user -> sessions. Shared as `Arc<Directory>` by shards, the router
-/// and the admin API.
+impl SessionLoc {
+    /// The shard that owns the connection.
+    pub fn shard(&self) -> usize {
+        self.session.shard()
+    }
+}
+
+/// Concurrent map user -> sessions. Owned by the [`Router`](crate::router::Router),
+/// which every shard and the control plane share; nothing else reads it.
 #[derive(Debug, Default)]
 pub struct Directory {
     users: papaya::HashMap<i64, Vec<SessionLoc>>,
@@ -38,11 +44,7 @@ impl Directory {
     /// displaced ones are already removed from the directory. Their shards must kick
     /// them.
     pub fn register(&self, user: i64, loc: SessionLoc, policy: MultiLogin) -> Vec<SessionLoc> {
-        let keeps = |old: &SessionLoc| match policy {
-            MultiLogin::Allow => true,
-            MultiLogin::KickSamePlatform => old.platform != loc.platform,
-            MultiLogin::Single => false,
-        };
+        let keeps = |old: &SessionLoc| !policy.displaces(old.platform, loc.platform);
         let users = self.users.pin();
         let result = users.compute(user, |entry| {
             let mut next: Vec<SessionLoc> = entry
@@ -61,7 +63,7 @@ impl Directory {
 
     /// Removes `session` from `user`'s entry (no-op if it is not there any more, e.g.
     /// because a newer login displaced it). Returns what was removed.
-    pub fn unregister(&self, user: i64, session: u64) -> Option<SessionLoc> {
+    pub fn unregister(&self, user: i64, session: SessionId) -> Option<SessionLoc> {
         let users = self.users.pin();
         let result = users.compute(user, |entry| match entry {
             Some((_, old)) if old.iter().any(|o| o.session == session) => {
@@ -95,12 +97,6 @@ impl Directory {
         users.get(&user).map(|s| f(s))
     }
 
-    /// Bitmask of shards holding `user` (bit i = shard i; shards beyond 63 fold onto
-    /// bit 63 and are resolved by the caller with [`Directory::with_sessions`]).
-    pub fn shards_of(&self, user: i64) -> u64 {
-        self.with_sessions(user, |s| s.iter().fold(0u64, |m, l| m | 1u64 << l.shard.min(63))).unwrap_or(0)
-    }
-
     /// Users online on this node.
     pub fn users(&self) -> usize {
         self.users.len()
@@ -111,8 +107,8 @@ impl Directory {
 mod tests {
     use super::*;
 
-    fn loc(session: u64, platform: i32, shard: u16) -> SessionLoc {
-        SessionLoc { session, platform, shard }
+    fn loc(n: u64, platform: i32, shard: usize) -> SessionLoc {
+        SessionLoc { session: SessionId::new(shard, n), platform }
     }
 
     #[test]
@@ -121,16 +117,16 @@ mod tests {
         assert!(d.register(1, loc(1, 3, 0), MultiLogin::KickSamePlatform).is_empty());
         assert!(d.register(1, loc(2, 1, 1), MultiLogin::KickSamePlatform).is_empty());
         assert_eq!(d.register(1, loc(3, 3, 1), MultiLogin::KickSamePlatform), vec![loc(1, 3, 0)]);
-        assert_eq!(d.shards_of(1), 0b10);
+        assert_eq!(d.with_sessions(1, |s| s.iter().map(SessionLoc::shard).collect::<Vec<_>>()), Some(vec![1, 1]));
         let mut kicked = d.register(1, loc(4, 5, 0), MultiLogin::Single);
         kicked.sort_by_key(|l| l.session);
         assert_eq!(kicked, vec![loc(2, 1, 1), loc(3, 3, 1)]);
         assert!(d.register(1, loc(5, 5, 1), MultiLogin::Allow).is_empty());
-        assert_eq!(d.unregister(1, 4), Some(loc(4, 5, 0)));
-        assert_eq!(d.unregister(1, 4), None);
+        assert_eq!(d.unregister(1, loc(4, 5, 0).session), Some(loc(4, 5, 0)));
+        assert_eq!(d.unregister(1, loc(4, 5, 0).session), None);
         assert_eq!(d.snapshot(), vec![(1, vec![loc(5, 5, 1)])]);
         assert_eq!(d.with_sessions(1, <[SessionLoc]>::to_vec), Some(vec![loc(5, 5, 1)]));
-        d.unregister(1, 5);
+        d.unregister(1, loc(5, 5, 1).session);
         assert_eq!(d.users(), 0);
     }
 
@@ -142,7 +138,7 @@ mod tests {
                 let hs: Vec<_> = (0..2u64)
                     .map(|i| {
                         let d = d.clone();
-                        s.spawn(move || d.register(7, loc(round * 2 + i, 1, i as u16), MultiLogin::KickSamePlatform))
+                        s.spawn(move || d.register(7, loc(round * 2 + i, 1, i as usize), MultiLogin::KickSamePlatform))
                     })
                     .collect();
                 hs.into_iter().map(|h| h.join().unwrap()).collect()

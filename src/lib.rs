@@ -1,20 +1,29 @@
 //! im-gateway: a thread-per-core WebSocket connection gateway for instant messaging.
 //!
-//! Layout (data plane first, then control plane):
+//! Layout (data plane first, then control plane; each room uses only those below it,
+//! see docs/ARCHITECTURE.md):
 //! - [`server`]: starts and stops a whole gateway (`Gateway::start`, `shutdown`, `wait`).
-//! - [`shard`]: what one core owns ([`shard::Shard`]: session table, metrics, scratch
-//!   buffer) and runs (accept loop, ticker, inbox); [`shard::Node`] is what all share.
+//! - [`service`]: one shard as a running service: its accept loop, ticker, stall probe
+//!   and inbox, started in dependency order and drained in reverse.
 //! - [`conn`]: one connection: the upgrade, then the state machine between socket and
 //!   command handlers.
-//! - [`ws`]: the WebSocket wire: HTTP upgrade parsing, allowed origins and the frame codec.
 //! - [`cmd`]: one file per inbound command (AUTH, HEARTBEAT, ACK, UPSTREAM).
-//! - [`session`]: a connection's shared face (outbound queue, close request) and the
-//!   shard's session table.
+//! - [`shard`]: what one core owns ([`shard::Shard`]: session table, metrics, scratch
+//!   buffer) and does with it: binds sessions, applies its inbox to its connections.
+//! - [`node`]: what every shard and the control plane share ([`node::Node`]: config,
+//!   verifier, router, the drain [`node::Phase`]) and a connection's admission slot.
+//! - [`router`]: the delivery facade: every push, broadcast, kick and answer, from any
+//!   source, is planned there in one directory pass and handed to the shards (the
+//!   local one in place), then to the registry for other nodes; and the messages
+//!   shards exchange.
 //! - [`directory`]: the lock-free user -> sessions map, the only cross-shard structure,
-//!   which also orders racing logins.
-//! - [`router`]: the routing facade and the messages shards exchange.
+//!   which also orders racing logins (owned by the router).
 //! - [`registry`]: where users are beyond this node: the `Registry` trait, embedded
-//!   (single node) or Redis (cluster mode), driven from the control-plane thread.
+//!   (single node) or Redis (cluster mode: keys, write loop, pub/sub delivery, upstream
+//!   bus), driven from the control-plane thread; it sees the node as a `LocalNode`.
+//! - [`session`]: a connection's shared face (outbound queue, close request), the
+//!   shard's session table, and how sessions are named (`SessionId`, `SessionName`).
+//! - [`ws`]: the WebSocket wire: HTTP upgrade parsing, allowed origins and the frame codec.
 //! - [`admin`], [`prometheus`], [`dashboard`]: the admin HTTP API on the control-plane
 //!   thread, its Prometheus exposition and its embedded per-core dashboard page.
 //! - [`admit`]: admission control beyond `max_connections`: the per-shard handshake
@@ -41,12 +50,14 @@ pub mod host;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod node;
 pub mod packet;
 pub mod prometheus;
 pub mod proto;
 pub mod registry;
 pub mod router;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod shard;
 pub mod ws;

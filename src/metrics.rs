@@ -18,11 +18,11 @@ use std::time::Instant;
 /// Close codes counted per shard (`0` = the peer vanished without a close handshake).
 pub const CLOSE_CODES: [u16; 11] = [0, 1000, 1001, 1009, 4001, 4002, 4003, 4004, 4005, 4008, 4009];
 
-/// A shard's live counters. Owned by the shard (`Rc<Shard>`), never shared.
+/// A shard's live counters. Owned by the shard (`Rc<Shard>`), never shared. Gauges
+/// (connections, users, queued frames) are not kept here: they are read off the
+/// shard's session table when a snapshot is taken, so nothing has to move them.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
-    /// WebSocket connections open now.
-    pub connections: Cell<u64>,
     /// Upgrades completed.
     pub handshakes: Cell<u64>,
     /// Upgrades refused, by HTTP status.
@@ -261,12 +261,12 @@ impl ShardMetrics {
         inc(&self.closes[i]);
     }
 
-    /// Copies the counters out.
-    pub fn snapshot(&self, shard: usize, users: usize, queued: u64) -> ShardStats {
+    /// Copies the counters out, with the gauges read off the session table.
+    pub fn snapshot(&self, shard: usize, connections: usize, users: usize, queued: u64) -> ShardStats {
         let r = &self.rejected;
         ShardStats {
             shard,
-            connections: self.connections.get(),
+            connections: connections as u64,
             users: users as u64,
             handshakes: self.handshakes.get(),
             rejected: BTreeMap::from([

@@ -43,6 +43,11 @@ pub fn error(seq: i64, code: i32, message: &str) -> Bytes {
     frame(Command::Error, seq, &crate::proto::Error { code, message: message.to_string() })
 }
 
+/// The KICK packet sent before a 4003 close.
+pub fn kick(reason: &str) -> Bytes {
+    frame(Command::Kick, 0, &crate::proto::Kick { reason: reason.to_string() })
+}
+
 /// Microseconds since the Unix epoch (`server_ts_us`).
 pub fn now_us() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)

@@ -9,7 +9,6 @@
 //! the dashboard shows, per shard).
 
 use crate::metrics::{LatencyStats, ShardStats, AUTH_FAILURE_REASONS, BUCKETS_S};
-use crate::shard::Node;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -93,9 +92,9 @@ impl EncodeMetric for FoldedFamily {
 }
 
 /// Renders the snapshots of every shard.
-pub fn render(node: &Node, shards: &[ShardStats]) -> String {
+pub fn render(gateway_id: &str, shards: &[ShardStats]) -> String {
     let mut registry = Registry::with_prefix("imgw");
-    let gateway_id = node.gateway_id().to_string();
+    let gateway_id = gateway_id.to_string();
     let labels = |s: &ShardStats| ShardLabels { gateway_id: gateway_id.clone(), shard: s.shard.to_string() };
 
     let gauges: [(&str, &str, CounterFn); 4] = [

@@ -11,13 +11,12 @@
 
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::directory::Directory;
-use crate::router::{Router, ShardMsg};
-use crate::shard::{self, Node};
+use crate::node::Node;
+use crate::router::{Drain, ShardMsg};
+use crate::service;
 use shards::{Mesh, Pool, PoolConfig};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::info;
@@ -41,9 +40,12 @@ pub enum StartError {
     /// A shard.
     #[error(transparent)]
     Pool(#[from] shards::PoolError),
-    /// The control-plane thread.
+    /// The control-plane thread could not be started (thread, runtime or admin socket).
     #[error("control plane: {0}")]
-    Control(String),
+    Control(#[source] std::io::Error),
+    /// The control-plane thread ended before it was ready.
+    #[error("control plane: the thread ended during start-up")]
+    ControlGone,
     /// The cluster registry (e.g. a `cluster.redis_url` that does not parse). Redis
     /// being down is not a start-up error: the node starts and keeps retrying.
     #[error("{0}")]
@@ -86,20 +88,9 @@ impl Gateway {
         admin.set_nonblocking(true).map_err(|source| StartError::Admin { addr: admin_addr, source })?;
 
         let mesh = Mesh::<ShardMsg>::new(shard_count, config.server.shard_inbox);
-        let directory = Arc::new(Directory::new());
         let boot_nonce = fastrand::u32(..);
         let registry = crate::registry::from_config(&config, boot_nonce)?;
-        let node = Arc::new(Node {
-            verifier,
-            router: Router::new(directory, mesh.sender.clone()),
-            open: AtomicUsize::new(0),
-            max_connections,
-            draining: AtomicBool::new(false),
-            boot_nonce,
-            registry,
-            per_ip: crate::admit::IpTable::new(config.server.max_connections_per_ip),
-            config,
-        });
+        let node = Arc::new(Node::new(config, verifier, registry, mesh.sender, max_connections, boot_nonce));
 
         // Each shard takes its own listener fd and inbox exactly once.
         type Slot = Option<(RawFd, flume::Receiver<ShardMsg>)>;
@@ -121,7 +112,7 @@ impl Gateway {
                 let slot = slots.lock().ok().and_then(|mut s| s.get_mut(id).and_then(Option::take));
                 async move {
                     if let Some((fd, inbox)) = slot {
-                        shard::run(id, node, fd, inbox).await;
+                        service::run(id, node, fd, inbox).await;
                     }
                 }
             })?
@@ -130,14 +121,14 @@ impl Gateway {
         let (stop_control, stop_rx) = tokio::sync::watch::channel(false);
         let control = {
             let node = node.clone();
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
             let handle = std::thread::Builder::new()
                 .name("imgw-control".into())
                 .spawn(move || {
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e.to_string()));
+                            let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
@@ -145,17 +136,18 @@ impl Gateway {
                         let listener = match tokio::net::TcpListener::from_std(admin) {
                             Ok(l) => l,
                             Err(e) => {
-                                let _ = ready_tx.send(Err(e.to_string()));
+                                let _ = ready_tx.send(Err(e));
                                 return;
                             }
                         };
                         let _ = ready_tx.send(Ok(()));
-                        let registry = node.registry.run(node.clone(), stop_rx.clone());
+                        // The registry sees the node only as its `LocalNode`.
+                        let registry = node.registry().run(node.clone(), stop_rx.clone());
                         tokio::join!(crate::admin::serve(listener, node, stop_rx), registry);
                     });
                 })
-                .map_err(|e| StartError::Control(e.to_string()))?;
-            ready_rx.recv().map_err(|e| StartError::Control(e.to_string()))?.map_err(StartError::Control)?;
+                .map_err(StartError::Control)?;
+            ready_rx.recv().map_err(|_| StartError::ControlGone)?.map_err(StartError::Control)?;
             handle
         };
         info!(
@@ -179,7 +171,7 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// Shared node state (config, router, directory).
+    /// Shared node state (config, router, admission).
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
@@ -187,7 +179,7 @@ impl Gateway {
     /// Starts draining: no new upgrades, every client closed with 1001 and a jittered
     /// retry hint. Returns at once; [`Gateway::wait`] waits for the end.
     pub fn shutdown(&self) {
-        if self.node.draining.swap(true, Ordering::AcqRel) {
+        if !self.node.begin_drain() {
             return;
         }
         let s = &self.node.config.server;
@@ -201,12 +193,7 @@ impl Gateway {
             // until it has handled the Drain sent below.
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
-        for shard in 0..self.node.router.shards() {
-            let _ = self.node.router.mesh.send_blocking(
-                shard,
-                ShardMsg::Drain { window_ms: s.drain_window_ms, deadline_ms: s.shutdown_timeout_ms },
-            );
-        }
+        self.node.router().drain(Drain { window_ms: s.drain_window_ms, deadline_ms: s.shutdown_timeout_ms });
     }
 
     /// Waits until every shard and the control plane have stopped.
@@ -277,12 +264,6 @@ impl Signals {
             }
         })
     }
-}
-
-/// Waits for SIGTERM or SIGINT (for `main`); prefer [`Signals`], installed before the
-/// gateway starts.
-pub fn wait_for_signal() -> std::io::Result<&'static str> {
-    Ok(Signals::install()?.wait())
 }
 
 /// How long `main` waits for a drain before giving up, beyond the configured deadline.

@@ -11,13 +11,14 @@ use im_gateway::auth::Identity;
 use im_gateway::cmd;
 use im_gateway::config::Config;
 use im_gateway::session::ConnHandle;
-use im_gateway::shard::{Node, Shard};
+use im_gateway::node::Node;
+use im_gateway::shard::Shard;
 use libfuzzer_sys::fuzz_target;
 use std::rc::Rc;
 
 fn connect(shard: &Rc<Shard>) -> Rc<ConnHandle> {
     let conn = Rc::new(ConnHandle::new(shard.next_conn_id(), shard.now_ms()));
-    shard.sessions.borrow_mut().insert(conn.clone());
+    shard.sessions().borrow_mut().insert(conn.clone());
     conn
 }
 

@@ -13,6 +13,6 @@ pub fn parse(body: &[u8]) -> Result<Ack, CloseReason> {
 
 /// Counts the acknowledged ids.
 pub fn apply(ctx: &Ctx<'_>, ack: Ack) -> Result<(), CloseReason> {
-    metrics::add(&ctx.shard.metrics.acks, ack.msg_ids.len() as u64);
+    metrics::add(&ctx.shard.metrics().acks, ack.msg_ids.len() as u64);
     Ok(())
 }

@@ -22,9 +22,9 @@ pub fn apply(ctx: &Ctx<'_>, req: AuthRequest) -> Result<(), CloseReason> {
         ctx.conn.reply(packet::error(ctx.seq, error_code::ALREADY_AUTHENTICATED, "already authenticated"));
         return Ok(());
     }
-    let identity = ctx.shard.node.verifier.verify(&req.token).map_err(|e| {
-        ctx.shard.metrics.auth_failed(&e);
-        debug!(shard = ctx.shard.id, conn = ctx.conn.id, cause = %e, "AUTH refused");
+    let identity = ctx.shard.node().verifier().verify(&req.token).map_err(|e| {
+        ctx.shard.metrics().auth_failed(&e);
+        debug!(shard = ctx.shard.id(), conn = ctx.conn.id.raw(), cause = %e, "AUTH refused");
         CloseReason::AuthFailed(e.to_string())
     })?;
     let platform = identity.platform.unwrap_or(req.platform);
@@ -39,14 +39,14 @@ pub fn establish(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, identity: Identity, p
     conn.platform.set(platform);
     tracing::Span::current().record("user_id", identity.user_id);
     shard.bind_session(conn);
-    let node = &shard.node;
+    let node = shard.node();
     let result = AuthResult {
         user_id: identity.user_id,
-        session_id: node.session_string(conn.id, platform),
+        session_id: node.session_name(conn.id, platform).to_string(),
         gateway_id: node.gateway_id().to_string(),
-        shard: shard.id as u32,
+        shard: shard.id() as u32,
         heartbeat_interval_s: node.config.connection.heartbeat_interval_s as u32,
     };
     conn.reply(packet::frame(Command::Auth, seq, &result));
-    debug!(shard = shard.id, conn = conn.id, user_id = identity.user_id, platform, "authenticated");
+    debug!(shard = shard.id(), conn = conn.id.raw(), user_id = identity.user_id, platform, "authenticated");
 }

@@ -9,7 +9,7 @@ use crate::proto::Command;
 
 /// Answers HEARTBEAT with the same `seq`.
 pub fn apply(ctx: &Ctx<'_>) -> Result<(), CloseReason> {
-    metrics::inc(&ctx.shard.metrics.heartbeats);
+    metrics::inc(&ctx.shard.metrics().heartbeats);
     ctx.conn.reply(packet::empty(Command::Heartbeat, ctx.seq));
     Ok(())
 }

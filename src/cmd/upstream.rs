@@ -22,7 +22,7 @@ pub fn parse(body: &[u8]) -> Result<UpstreamMsg, CloseReason> {
 
 /// Delivers the message (embedded mode) and answers the sender.
 pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
-    metrics::inc(&ctx.shard.metrics.upstream);
+    metrics::inc(&ctx.shard.metrics().upstream);
     let c = &ctx.shard.config().connection;
     if let Err(strikes) = ctx.conn.take_token(ctx.shard.now_ms(), c.upstream_rate_per_s, c.upstream_burst) {
         if strikes >= c.rate_limit_strikes {
@@ -31,19 +31,18 @@ pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
         ctx.conn.reply(packet::error(ctx.seq, error_code::RATE_LIMITED, "rate limited: slow down"));
         return Ok(());
     }
-    let registry = &ctx.shard.node.registry;
+    let registry = ctx.shard.node().registry();
     if registry.has_bus() {
         let job = crate::registry::UpstreamJob {
             user: ctx.conn.user_id.get(),
             session: ctx.conn.id,
             platform: ctx.conn.platform.get(),
-            shard: ctx.shard.id,
             seq: ctx.seq,
             body: prost::Message::encode_to_vec(&msg),
         };
         if let Err(why) = registry.upstream(job) {
-            metrics::inc(&ctx.shard.metrics.drops);
-            ctx.conn.reply(packet::error(ctx.seq, error_code::UPSTREAM_UNAVAILABLE, why));
+            metrics::inc(&ctx.shard.metrics().drops);
+            ctx.conn.reply(packet::error(ctx.seq, error_code::UPSTREAM_UNAVAILABLE, &why.to_string()));
         }
         return Ok(());
     }
@@ -65,8 +64,7 @@ pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
         content: msg.content,
         server_ts_us: packet::now_us(),
     };
-    let frame = packet::frame(Command::Push, 0, &push);
-    if ctx.shard.push(&[msg.receiver_id], frame) == 0 {
+    if !ctx.shard.push(&[msg.receiver_id], &push).here[0] {
         ctx.conn.reply(packet::error(
             ctx.seq,
             error_code::RECEIVER_OFFLINE,

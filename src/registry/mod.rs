@@ -11,23 +11,24 @@
 //! flume queue. The control-plane methods (`locate`, `push`, `broadcast`, `kick`, `run`)
 //! are async and run on the control-plane thread's tokio runtime, next to the admin API.
 //!
-//! Sessions are named in the registry by [`SessionName`]:
-//! `{boot_nonce:08x}-{id:x}-{platform}`, so any node can tell a remote session's shard
-//! and platform from its name (for `/v1/online` and cross-node multi-login) without
-//! asking its node.
+//! The registry is handed a [`LocalNode`] (this node as it needs it: the directory's
+//! answers, a way to deliver what other nodes send), never the node itself, so nothing
+//! here depends on shards or the router. Sessions are named in the registry by
+//! [`SessionName`].
 
 pub mod redis;
 
 use crate::config::Config;
 use crate::directory::SessionLoc;
 use crate::proto::PushMsg;
-use crate::shard::Node;
+use crate::session::{SessionId, SessionName};
+use bytes::Bytes;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-/// A boxed `Send` future (the trait is used as `Arc<dyn Registry>`).
+/// A boxed `Send` future (the traits are used as `Arc<dyn ..>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a control-plane registry call could not be answered.
@@ -36,44 +37,76 @@ pub enum RegistryError {
     /// Not connected to Redis (down, or reconnecting).
     #[error("registry unavailable (Redis not connected)")]
     Unavailable,
-    /// Redis answered with an error, or not within `cluster.command_timeout_ms`.
+    /// `cluster.redis_url` does not parse (a start-up error).
+    #[error("cluster.redis_url: {0}")]
+    Url(#[source] ::redis::RedisError),
+    /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[from] ::redis::RedisError),
+    /// Redis did not answer `what` within `cluster.command_timeout_ms`.
+    #[error("redis: {what}: no answer within {ms} ms")]
+    Timeout { what: &'static str, ms: u128 },
+    /// The pub/sub connection ended: Redis is taken as lost.
+    #[error("redis: subscription connection lost")]
+    SubscriptionLost,
+    /// Redis answered the command named with a reply of the wrong shape.
+    #[error("redis: unexpected reply to {0}")]
+    Unexpected(&'static str),
 }
 
-/// A session's name in the registry: `{nonce:08x}-{id:x}-{platform}`. The nonce is the
-/// node run's `boot_nonce`, `id` the process-unique session id (`shard << 48 | n`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionName {
-    /// The node run that owns the session.
-    pub nonce: u32,
-    /// Session id within that run.
-    pub id: u64,
-    /// Client platform.
-    pub platform: i32,
+/// Why an UPSTREAM was refused at once (the client gets ERROR 3 with this text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Embedded mode: there is no bus (UPSTREAM is delivered on this node instead).
+    #[error("no upstream bus in embedded mode")]
+    NoBus,
+    /// Redis is down or reconnecting.
+    #[error("upstream bus unavailable: redis not connected, retry later")]
+    Disconnected,
+    /// The queue to the bus is full.
+    #[error("upstream bus busy: message not accepted, retry later")]
+    Busy,
 }
 
-impl SessionName {
-    /// Parses a name; `None` for anything that is not one of ours (never panics).
-    pub fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.splitn(3, '-');
-        let nonce = parts.next().filter(|p| p.len() == 8)?;
-        let nonce = u32::from_str_radix(nonce, 16).ok()?;
-        let id = u64::from_str_radix(parts.next()?, 16).ok()?;
-        let platform = parts.next()?.parse().ok()?;
-        Some(Self { nonce, id, platform })
-    }
+/// This node as a registry sees it: what the registry reads (the local directory, the
+/// node's figures for its summary) and what it hands back (deliveries and kicks other
+/// nodes send here, answers to UPSTREAMs). Implemented by [`Node`](crate::node::Node),
+/// which passes deliveries to its router; the registry sees nothing else of the node.
+pub trait LocalNode: Send + Sync {
+    /// `user`'s sessions on this node (empty when offline here).
+    fn sessions(&self, user: i64) -> Vec<SessionLoc>;
 
-    /// The shard that owns the session.
-    pub fn shard(&self) -> u16 {
-        (self.id >> 48) as u16
-    }
+    /// Whether `user` has a session on this node.
+    fn is_online(&self, user: i64) -> bool;
+
+    /// Every local user with their sessions, at about this moment.
+    fn snapshot(&self) -> Vec<(i64, Vec<SessionLoc>)>;
+
+    /// The node's figures, for its summary in the registry.
+    fn figures(&self) -> Figures;
+
+    /// Delivers `msg` to `users`' sessions on this node (a `Downstream` from pub/sub).
+    fn push<'a>(&'a self, users: &'a [i64], msg: &'a PushMsg) -> BoxFuture<'a, ()>;
+
+    /// Delivers `msg` to every session on this node.
+    fn broadcast<'a>(&'a self, msg: &'a PushMsg) -> BoxFuture<'a, ()>;
+
+    /// Kicks those of `sessions` that are still `user`'s sessions here.
+    fn kick<'a>(&'a self, user: i64, sessions: &'a [SessionId], reason: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Queues `frame` to `session` (an answer to its request), if it is still there.
+    fn reply(&self, session: SessionId, frame: Bytes) -> BoxFuture<'_, ()>;
 }
 
-impl fmt::Display for SessionName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{:x}-{}", self.nonce, self.id, self.platform)
-    }
+/// A node's figures as its summary in the registry carries them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Connections open (upgraded or upgrading).
+    pub connections: u64,
+    /// Users with a session.
+    pub users: u64,
+    /// Shards.
+    pub shards: u64,
 }
 
 /// A session on another node, as the registry lists it.
@@ -113,12 +146,10 @@ pub struct RemotePush {
 pub struct UpstreamJob {
     /// Sender.
     pub user: i64,
-    /// Sender's session (process-unique id); the answer goes to it.
-    pub session: u64,
+    /// Sender's session; the answer goes to it (on the shard its id names).
+    pub session: SessionId,
     /// Sender's platform.
     pub platform: i32,
-    /// Shard of the sender's connection.
-    pub shard: usize,
     /// The request's `seq`, echoed in the answer.
     pub seq: i64,
     /// The `UpstreamMsg` bytes.
@@ -145,12 +176,12 @@ pub trait Registry: Send + Sync + fmt::Debug {
 
     /// Data plane: hands an UPSTREAM to the bus. The answer (UPSTREAM or ERROR 3) comes
     /// back to the session's shard later; `Err` means it was refused now.
-    fn upstream(&self, job: UpstreamJob) -> Result<(), &'static str>;
+    fn upstream(&self, job: UpstreamJob) -> Result<(), UpstreamError>;
 
     /// Control plane: the registry's background work (connection, subscriptions,
-    /// batched writes, sweeps), until `stop` turns true; then it removes this node's
-    /// entries.
-    fn run(&self, node: Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) -> BoxFuture<'static, ()>;
+    /// batched writes, sweeps) for `local`, until `stop` turns true; then it removes
+    /// this node's entries.
+    fn run(&self, local: Arc<dyn LocalNode>, stop: tokio::sync::watch::Receiver<bool>) -> BoxFuture<'static, ()>;
 
     /// Control plane: the other nodes' summaries; `None` for a single node.
     fn nodes(&self) -> BoxFuture<'_, Result<Option<Vec<NodeSummary>>, RegistryError>> {
@@ -206,11 +237,11 @@ impl Registry for Embedded {
         false
     }
 
-    fn upstream(&self, _: UpstreamJob) -> Result<(), &'static str> {
-        Err("no upstream bus in embedded mode")
+    fn upstream(&self, _: UpstreamJob) -> Result<(), UpstreamError> {
+        Err(UpstreamError::NoBus)
     }
 
-    fn run(&self, _: Arc<Node>, _: tokio::sync::watch::Receiver<bool>) -> BoxFuture<'static, ()> {
+    fn run(&self, _: Arc<dyn LocalNode>, _: tokio::sync::watch::Receiver<bool>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
 
@@ -228,22 +259,5 @@ impl Registry for Embedded {
 
     fn kick<'a>(&'a self, _: i64, _: Option<i32>, _: &'a str) -> BoxFuture<'a, Result<usize, RegistryError>> {
         Box::pin(async { Ok(0) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn session_names_round_trip_and_garbage_is_none() {
-        for (nonce, id, platform) in [(0, 1, 0), (0xdead_beef, (3u64 << 48) | 77, -5), (u32::MAX, u64::MAX, i32::MAX)] {
-            let n = SessionName { nonce, id, platform };
-            assert_eq!(SessionName::parse(&n.to_string()), Some(n));
-        }
-        assert_eq!(SessionName::parse("0000000a-3000000000001-2").map(|n| n.shard()), Some(3));
-        for bad in ["", "x", "0000000a", "0000000a-zz-1", "0000000a-1-", "a-1-1", "0000000a-1-1-1", "é"] {
-            assert_eq!(SessionName::parse(bad), None, "{bad:?}");
-        }
     }
 }

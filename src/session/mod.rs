@@ -1,15 +1,22 @@
 //! A shard's connections and sessions: [`ConnHandle`] (the part of a connection other
-//! code may touch: its queue, its close request) and [`SessionTable`] (every connection
-//! of the shard, and user -> connections for the authenticated ones).
+//! code may touch: its queue, its close request), [`SessionTable`] (every connection of
+//! the shard, and user -> connections for the authenticated ones), the outbound queue
+//! ([`outbox`]) and how sessions are named ([`id`]).
 //!
 //! Owned by one shard (`RefCell` inside `Rc<Shard>`), never shared: other shards and the
 //! control plane reach a session only through the shard's inbox.
+
+pub mod id;
+pub mod outbox;
+
+pub use id::{SessionId, SessionName};
+pub use outbox::Outbox;
 
 use crate::close::CloseReason;
 use crate::ws::frame;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::task::Waker;
 
@@ -20,106 +27,6 @@ pub struct QueueLimits {
     pub frames: usize,
     /// Bytes.
     pub bytes: usize,
-}
-
-/// A connection's outbound queue: shared frames waiting for the socket. Empty and
-/// unallocated while the connection is idle.
-///
-/// Each frame carries the [`stamp`](crate::metrics::stamp) of its push's router enqueue
-/// (0 for replies, pongs, close frames), so the writer can time push delivery: 8 bytes
-/// in the queue's slot, nothing allocated per recipient.
-#[derive(Debug, Default)]
-pub struct Outbox {
-    frames: VecDeque<(Bytes, u64)>,
-    /// Bytes queued, including the unsent part of the front frame.
-    bytes: usize,
-    /// How much of the front frame is already on the wire.
-    head_sent: usize,
-}
-
-impl Outbox {
-    /// The unsent part of the front frame.
-    pub fn head(&self) -> Option<&[u8]> {
-        self.frames.front().map(|(f, _)| &f[self.head_sent..])
-    }
-
-    /// Marks `n` bytes of the head as written. When a whole frame completed, returns its
-    /// stamp (0 when it was not a push).
-    pub fn advance(&mut self, n: usize) -> Option<u64> {
-        self.head_sent += n;
-        self.bytes -= n;
-        if self.frames.front().is_some_and(|(f, _)| self.head_sent >= f.len()) {
-            let stamp = self.frames.pop_front().map_or(0, |(_, s)| s);
-            self.head_sent = 0;
-            if self.frames.is_empty() {
-                // Give the ring's memory back: an idle connection holds no buffer.
-                self.frames = VecDeque::new();
-            }
-            return Some(stamp);
-        }
-        None
-    }
-
-    /// The unsent bytes of up to `out.len()` frames from the front, as slices for one
-    /// vectored write; returns how many were filled.
-    pub fn slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (i, (f, _)) in self.frames.iter().take(out.len()).enumerate() {
-            out[i] = std::io::IoSlice::new(if i == 0 { &f[self.head_sent..] } else { f });
-            n += 1;
-        }
-        n
-    }
-
-    /// Marks `n` bytes from the front as written, across frames, calling `done` with
-    /// the stamp of each frame that completed (see [`Outbox::advance`]); returns how
-    /// many completed.
-    pub fn advance_by(&mut self, mut n: usize, mut done: impl FnMut(u64)) -> usize {
-        let mut count = 0;
-        while n > 0 {
-            let Some((front, _)) = self.frames.front() else { break };
-            let step = n.min(front.len() - self.head_sent);
-            n -= step;
-            if let Some(stamp) = self.advance(step) {
-                done(stamp);
-                count += 1;
-            }
-        }
-        count
-    }
-
-    /// Puts `frame` before everything queued (the rest of the upgrade response, which
-    /// must reach the peer first).
-    pub fn push_front(&mut self, frame: Bytes) {
-        debug_assert_eq!(self.head_sent, 0);
-        self.bytes += frame.len();
-        self.frames.push_front((frame, 0));
-    }
-
-    /// Frames waiting.
-    pub fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// Nothing waiting.
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    fn push(&mut self, frame: Bytes, stamp: u64) {
-        self.bytes += frame.len();
-        self.frames.push_back((frame, stamp));
-    }
-
-    /// Drops every frame not yet started; returns how many.
-    fn drop_unsent(&mut self) -> usize {
-        let keep = usize::from(self.head_sent > 0);
-        let dropped = self.frames.len() - keep;
-        for (f, _) in self.frames.drain(keep..) {
-            self.bytes -= f.len();
-        }
-        dropped
-    }
 }
 
 /// What happened to a frame offered to a connection.
@@ -137,8 +44,8 @@ pub enum Offer {
 /// The shared face of one connection. The connection task and its shard hold it
 /// (`Rc`); everything else reaches it through the shard.
 pub struct ConnHandle {
-    /// Process-unique id, also the session id: `shard << 48 | counter`.
-    pub id: u64,
+    /// Process-unique id, also the session id.
+    pub id: SessionId,
     /// Authenticated user, 0 before AUTH.
     pub user_id: Cell<i64>,
     /// Platform of the session (0 when unknown).
@@ -178,7 +85,7 @@ impl std::fmt::Debug for ConnHandle {
 
 impl ConnHandle {
     /// A new, unauthenticated connection.
-    pub fn new(id: u64, now_ms: u64) -> Self {
+    pub fn new(id: SessionId, now_ms: u64) -> Self {
         Self {
             id,
             user_id: Cell::new(0),
@@ -194,11 +101,6 @@ impl ConnHandle {
             abort: Cell::new(false),
             waker: Cell::new(None),
         }
-    }
-
-    /// The shard this connection lives on.
-    pub fn shard(&self) -> usize {
-        (self.id >> 48) as usize
     }
 
     /// Takes one token from the UPSTREAM bucket (`rate` per second, `burst` deep).
@@ -238,7 +140,7 @@ impl ConnHandle {
         }
         let overflow = {
             let ob = self.outbox.borrow();
-            ob.len() >= limits.frames || ob.bytes + frame.len() > limits.bytes
+            ob.len() >= limits.frames || ob.bytes() + frame.len() > limits.bytes
         };
         if overflow {
             self.close(CloseReason::TooSlow, None, now_ms, linger_ms);
@@ -335,7 +237,7 @@ impl ConnHandle {
 /// Every connection of a shard, and user -> connections for the authenticated ones.
 #[derive(Debug, Default)]
 pub struct SessionTable {
-    conns: HashMap<u64, Rc<ConnHandle>>,
+    conns: HashMap<SessionId, Rc<ConnHandle>>,
     users: HashMap<i64, Vec<Rc<ConnHandle>>>,
 }
 
@@ -351,7 +253,7 @@ impl SessionTable {
     }
 
     /// Removes a connection (when its task ends).
-    pub fn remove(&mut self, id: u64) -> Option<Rc<ConnHandle>> {
+    pub fn remove(&mut self, id: SessionId) -> Option<Rc<ConnHandle>> {
         let conn = self.conns.remove(&id)?;
         let user = conn.user_id.get();
         if user != 0 {
@@ -366,7 +268,7 @@ impl SessionTable {
     }
 
     /// A connection by id.
-    pub fn get(&self, id: u64) -> Option<&Rc<ConnHandle>> {
+    pub fn get(&self, id: SessionId) -> Option<&Rc<ConnHandle>> {
         self.conns.get(&id)
     }
 
@@ -403,38 +305,11 @@ impl SessionTable {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn vectored_writes_advance_across_frames() {
-        let mut ob = Outbox::default();
-        for (f, stamp) in [(&b"abc"[..], 7), (b"de", 0), (b"fghi", 9)] {
-            ob.push(Bytes::copy_from_slice(f), stamp);
-        }
-        let mut slices = [std::io::IoSlice::new(&[]); 2];
-        assert_eq!(ob.slices(&mut slices), 2);
-        assert_eq!((&*slices[0], &*slices[1]), (&b"abc"[..], &b"de"[..]));
-        // 4 bytes: the first frame and one byte of the second.
-        let mut stamps = Vec::new();
-        assert_eq!(ob.advance_by(4, |s| stamps.push(s)), 1);
-        assert_eq!(stamps, [7]);
-        assert_eq!(ob.head(), Some(&b"e"[..]));
-        let mut slices = [std::io::IoSlice::new(&[]); 8];
-        assert_eq!(ob.slices(&mut slices), 2);
-        assert_eq!(&*slices[0], b"e");
-        assert_eq!(ob.advance_by(5, |s| stamps.push(s)), 2);
-        assert_eq!(stamps, [7, 0, 9]);
-        assert!(ob.is_empty());
-        ob.push(Bytes::from_static(b"x"), 3);
-        ob.push_front(Bytes::from_static(b"HTTP"));
-        assert_eq!(ob.head(), Some(&b"HTTP"[..]));
-        assert_eq!(ob.advance_by(5, |s| stamps.push(s)), 2);
-        assert_eq!(stamps, [7, 0, 9, 0, 3]);
-    }
-
     use super::*;
 
     #[test]
     fn overflow_cuts_with_4009_and_keeps_the_frame_in_flight() {
-        let c = ConnHandle::new(1, 0);
+        let c = ConnHandle::new(SessionId::new(0, 1), 0);
         let limits = QueueLimits { frames: 2, bytes: 1 << 20 };
         assert_eq!(c.offer_stamped(Bytes::from_static(b"aaaa"), 42, limits, 0, 10), Offer::Queued);
         assert_eq!(c.outbox().advance(2), None);

@@ -1,6 +1,6 @@
-//! One client connection, from accept to close: the upgrade ([`serve`]), then the
+//! One client connection, from accept to close: the upgrade ([`upgrade`]), then the
 //! connection state machine ([`Connection`]) that moves bytes between the socket and
-//! the command handlers.
+//! the command handlers. [`serve`] is the connection's task.
 //!
 //! Buffers: a read lands in the shard's scratch buffer and is decoded there; only the
 //! tail of a frame split across reads is copied into the connection's own `inbuf`,
@@ -11,33 +11,32 @@
 //! room to write queued frames, and its [`ConnHandle`] being poked (a push, a kick, a
 //! deadline from the shard's ticker).
 
-use crate::auth::Identity;
+mod upgrade;
+
 use crate::close::CloseReason;
 use crate::cmd;
 use crate::logs::Noisy;
 use crate::metrics;
-use crate::session::ConnHandle;
-use crate::shard::{Admission, Shard};
+use crate::node::Admission;
+use crate::session::{ConnHandle, SessionId};
+use crate::shard::Shard;
 use crate::ws::frame::{self, Decoder, FrameError, Message};
-use crate::ws::handshake::{self, Upgrade};
-use crate::ws::origin;
+use crate::ws::handshake;
 use bytes::Bytes;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use glommio::timer::Timer;
 use std::future::Future;
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 use tracing::{debug, info_span, warn, Span};
+use upgrade::Upgraded;
 
 /// Serves one accepted socket until it closes: the future of the connection's task.
 pub fn serve(shard: Rc<Shard>, stream: TcpStream) -> Serve {
-    Serve::Upgrading(Box::pin(accept(shard, stream)))
+    Serve::Upgrading(Box::pin(upgrade::accept(shard, stream)))
 }
 
 /// The connection's task. glommio allocates the whole future for as long as the task
@@ -81,143 +80,6 @@ impl Future for Serve {
     }
 }
 
-/// The upgrade phase: answers the HTTP upgrade and opens the connection, or refuses.
-async fn accept(shard: Rc<Shard>, mut stream: TcpStream) -> Option<Connection> {
-    let upgraded = upgrade(&shard, &mut stream).await?;
-    let id = shard.next_conn_id();
-    // The peer's address is not kept (32 B per connection); it is logged once here, and
-    // only looked up when this event is enabled.
-    debug!(shard = shard.id, conn = id, peer = ?stream.peer_addr().ok(), "upgraded");
-    Some(Connection::open(shard, id, stream, upgraded))
-}
-
-/// What a completed upgrade hands to the connection.
-struct Upgraded {
-    /// The parsed request.
-    upgrade: Upgrade,
-    /// `Some` when a valid token came with the upgrade (verified once, in [`upgrade`]).
-    identity: Option<Identity>,
-    /// Our slot under `max_connections`.
-    admission: Admission,
-    /// Bytes the client sent after the request (early frames); usually empty.
-    leftover: Vec<u8>,
-}
-
-/// Reads and answers the HTTP upgrade. Returns `None` when the request was refused (the
-/// answer is written) or the client vanished.
-async fn upgrade(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<Upgraded> {
-    let started = Instant::now();
-    let cfg = shard.config();
-    let timeout = Duration::from_millis(cfg.server.handshake_timeout_ms);
-    let max = cfg.server.max_handshake_bytes;
-    let request = futures_lite::future::or(read_request(shard, stream, max), async {
-        Timer::new(timeout).await;
-        Err(handshake::Reject { status: 408, reason: "handshake timeout" })
-    })
-    .await;
-    let (upgrade, leftover) = match request {
-        Ok(Some(ok)) => ok,
-        Ok(None) => return None,
-        Err(reject) => {
-            refuse(shard, stream, reject.status, reject.reason, None).await;
-            return None;
-        }
-    };
-    // A browser page from a site not in `server.allowed_origins`: the client's fault,
-    // refused before anything is counted against the limits below.
-    if !origin::allows(&cfg.server.allowed_origins, upgrade.origin.as_deref()) {
-        refuse(shard, stream, 403, "origin not allowed", None).await;
-        return None;
-    }
-    let node = &shard.node;
-    if shard.draining.get() || node.draining.load(Ordering::Relaxed) {
-        let retry = 1 + fastrand::u64(0..=cfg.server.drain_window_ms / 1000);
-        refuse(shard, stream, 503, "draining", Some(retry)).await;
-        return None;
-    }
-    // Cheapest check first: the shard's handshake bucket, before anything is counted
-    // or verified.
-    if !shard.handshake_bucket.try_take(shard.now_ms()) {
-        refuse(shard, stream, 503, "handshake rate over the limit", Some(1 + fastrand::u64(0..3))).await;
-        return None;
-    }
-    let Some(mut admission) = Admission::try_take(node) else {
-        refuse(shard, stream, 503, "over capacity", Some(1 + fastrand::u64(0..5))).await;
-        return None;
-    };
-    if node.per_ip.enabled() {
-        // getpeername(2) only when the cap is on; the address is not kept.
-        let counted = stream.peer_addr().map(|peer| admission.count_ip(peer.ip()));
-        if !matches!(counted, Ok(true)) {
-            drop(admission);
-            refuse(shard, stream, 503, "too many connections from this address", Some(1 + fastrand::u64(0..5))).await;
-            return None;
-        }
-    }
-    // A token at the upgrade is checked before we switch protocols: a bad one is 401.
-    let identity = match upgrade.token.as_deref().map(|t| node.verifier.verify(t)) {
-        None => None,
-        Some(Ok(identity)) => Some(identity),
-        Some(Err(e)) => {
-            shard.metrics.auth_failed(&e);
-            refuse(shard, stream, 401, &e.to_string(), None).await;
-            return None;
-        }
-    };
-    // The 101 is not written here: `Connection::open` sends it together with the AUTH
-    // result (one send, one wake-up of the client, instead of two).
-    metrics::inc(&shard.metrics.handshakes);
-    shard.metrics.handshake_latency.borrow_mut().record(started.elapsed().as_micros() as u64);
-    Some(Upgraded { upgrade, identity, admission, leftover })
-}
-
-/// Reads until the request is complete. `Ok(None)`: the peer closed first.
-///
-/// Each read lands in the shard's scratch buffer (borrowed only inside one poll, never
-/// across an await), and only the request's own bytes are copied out.
-async fn read_request(
-    shard: &Shard,
-    stream: &mut TcpStream,
-    max: usize,
-) -> Result<Option<(Upgrade, Vec<u8>)>, handshake::Reject> {
-    let mut buf = Vec::new();
-    loop {
-        let read = std::future::poll_fn(|cx| {
-            let mut scratch = shard.scratch.borrow_mut();
-            match Pin::new(&mut *stream).poll_read(cx, &mut scratch[..]) {
-                Poll::Ready(Ok(n)) => {
-                    buf.extend_from_slice(&scratch[..n]);
-                    Poll::Ready(Ok(n))
-                }
-                other => other,
-            }
-        })
-        .await;
-        match read {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
-        if let Some((upgrade, used)) = handshake::parse(&buf, max)? {
-            buf.drain(..used);
-            buf.shrink_to_fit();
-            return Ok(Some((upgrade, buf)));
-        }
-    }
-}
-
-async fn refuse(shard: &Shard, stream: &mut TcpStream, status: u16, reason: &str, retry_after_s: Option<u64>) {
-    shard.metrics.reject(status);
-    // 503 is our own decision (capacity, drain) and comes in storms: debug only. The
-    // rest is the client's fault: worth a warning, rate limited.
-    if status != 503 && shard.log_limit.allow(Noisy::BadUpgrade, shard.now_ms()) {
-        warn!(shard = shard.id, status, reason, "upgrade refused");
-    } else {
-        debug!(shard = shard.id, status, reason, "upgrade refused");
-    }
-    let _ = stream.write_all(&handshake::error_response(status, reason, retry_after_s)).await;
-    let _ = stream.close().await;
-}
-
 /// What woke the connection task.
 enum Event {
     /// `n` bytes are in the shard's scratch buffer.
@@ -230,12 +92,14 @@ enum Event {
     Failed,
 }
 
-/// A live WebSocket connection.
+/// A live WebSocket connection. Filed in its shard's session table for exactly as
+/// long as it lives: [`Connection::open`] files it, dropping it takes it out (table,
+/// directory, registry) however it ends; the shard's connection gauge is that table.
 pub struct Connection {
     /// The owning shard.
-    pub shard: Rc<Shard>,
+    shard: Rc<Shard>,
     /// The face other code sees.
-    pub conn: Rc<ConnHandle>,
+    conn: Rc<ConnHandle>,
     stream: TcpStream,
     decoder: Decoder,
     /// Bytes of a frame split across reads; empty (unallocated) otherwise.
@@ -253,7 +117,7 @@ impl Connection {
     /// Makes the upgraded socket a connection: files it in the session table, binds the
     /// session when the upgrade carried a token, and handles any early bytes. Consumes
     /// the upgrade, so nothing of it outlives this call.
-    fn open(shard: Rc<Shard>, id: u64, stream: TcpStream, upgraded: Upgraded) -> Self {
+    fn open(shard: Rc<Shard>, id: SessionId, stream: TcpStream, upgraded: Upgraded) -> Self {
         let Upgraded { upgrade, identity, admission, leftover } = upgraded;
         let conn = Rc::new(ConnHandle::new(id, shard.now_ms()));
         let mut connection = Connection {
@@ -268,8 +132,7 @@ impl Connection {
         };
         let _span = connection.span().entered();
         let shard = &connection.shard;
-        shard.sessions.borrow_mut().insert(connection.conn.clone());
-        metrics::inc(&shard.metrics.connections);
+        shard.sessions().borrow_mut().insert(connection.conn.clone());
         if let Some(identity) = identity {
             let platform = identity.platform.or(upgrade.platform).unwrap_or(0);
             cmd::auth::establish(shard, &connection.conn, identity, platform, 0);
@@ -310,7 +173,8 @@ impl Connection {
         }
     }
 
-    /// Serves events until the connection ends, then takes it out of the shard.
+    /// Serves events until the connection ends (dropping it then takes it out of the
+    /// shard).
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             match self.poll_event(cx) {
@@ -318,16 +182,10 @@ impl Connection {
                 Poll::Ready(Event::Read(n)) => {
                     let _span = self.span().entered();
                     let shard = self.shard.clone();
-                    let mut scratch = shard.scratch.borrow_mut();
+                    let mut scratch = shard.scratch().borrow_mut();
                     self.on_bytes(&mut scratch[..n]);
                 }
-                Poll::Ready(Event::Eof | Event::Failed | Event::Abort) => {
-                    let _span = self.span().entered();
-                    // The close code sent (0 when the peer vanished without one).
-                    let code = self.conn.close_code().unwrap_or(0);
-                    self.finish(code);
-                    return Poll::Ready(());
-                }
+                Poll::Ready(Event::Eof | Event::Failed | Event::Abort) => return Poll::Ready(()),
             }
         }
     }
@@ -378,7 +236,7 @@ impl Connection {
             let _ = Pin::new(&mut self.stream).poll_close(cx);
         }
         let read = {
-            let mut scratch = self.shard.scratch.borrow_mut();
+            let mut scratch = self.shard.scratch().borrow_mut();
             Pin::new(&mut self.stream).poll_read(cx, &mut scratch[..])
         };
         match read {
@@ -403,7 +261,7 @@ impl Connection {
     /// disabled the macro is a cached callsite check.
     fn span(&self) -> Span {
         let user = self.conn.user_id.get();
-        info_span!("conn", shard = self.shard.id, conn = self.conn.id, user_id = (user != 0).then_some(user))
+        info_span!("conn", shard = self.shard.id(), conn = self.conn.id.raw(), user_id = (user != 0).then_some(user))
     }
 
     /// Handles freshly read bytes (in the scratch buffer, or the early bytes that came
@@ -437,29 +295,36 @@ impl Connection {
             self.inbuf = Vec::new();
             let clients_fault =
                 matches!(reason, CloseReason::Protocol(_) | CloseReason::TooBig | CloseReason::RateLimited);
-            if clients_fault && shard.log_limit.allow(Noisy::BadFrames, shard.now_ms()) {
-                warn!(shard = shard.id, conn = conn.id, code = reason.code(), %reason, "closing a misbehaving client");
+            if clients_fault && shard.log_limit().allow(Noisy::BadFrames, shard.now_ms()) {
+                warn!(shard = shard.id(), conn = conn.id.raw(), code = reason.code(), %reason, "closing a misbehaving client");
             } else if let CloseReason::AuthFailed(why) = &reason {
-                if shard.log_limit.allow(Noisy::AuthFailed, shard.now_ms()) {
-                    warn!(shard = shard.id, conn = conn.id, cause = %why, "AUTH refused; closing 4001");
+                if shard.log_limit().allow(Noisy::AuthFailed, shard.now_ms()) {
+                    warn!(shard = shard.id(), conn = conn.id.raw(), cause = %why, "AUTH refused; closing 4001");
                 }
             } else {
-                debug!(shard = shard.id, conn = conn.id, %reason, "closing");
+                debug!(shard = shard.id(), conn = conn.id.raw(), %reason, "closing");
             }
             conn.close(reason, None, shard.now_ms(), shard.linger_ms());
         }
     }
+}
 
-    fn finish(&mut self, code: u16) {
+impl Drop for Connection {
+    /// Takes the connection out of its shard, however it ended (its task finished, or
+    /// was dropped with the executor): the close is counted by its code (0 when the
+    /// peer vanished without one), the session leaves the table, the directory and the
+    /// registry. Runs before the socket closes and the admission slot is released.
+    fn drop(&mut self) {
+        let _span = self.span().entered();
         let shard = &self.shard;
-        shard.metrics.closed(code);
-        shard.metrics.connections.set(shard.metrics.connections.get().saturating_sub(1));
-        shard.sessions.borrow_mut().remove(self.conn.id);
+        let code = self.conn.close_code().unwrap_or(0);
+        shard.metrics().closed(code);
+        shard.sessions().borrow_mut().remove(self.conn.id);
         let user = self.conn.user_id.get();
         if user != 0 {
             shard.unbind_session(user, self.conn.id);
         }
-        debug!(shard = shard.id, conn = self.conn.id, user_id = user, code, "connection closed");
+        debug!(shard = shard.id(), conn = self.conn.id.raw(), user_id = user, code, "connection closed");
     }
 }
 
@@ -493,7 +358,7 @@ fn frame_done(shard: &Shard, greeting: &mut bool, written_at: &mut u64, stamp: u
     if std::mem::take(greeting) {
         return;
     }
-    let m = &shard.metrics;
+    let m = shard.metrics();
     metrics::inc(&m.frames_out);
     if stamp != 0 {
         metrics::inc(&m.pushes_out);
