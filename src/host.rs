@@ -1,13 +1,14 @@
 //! Host tuning check: compares the kernel settings that bound how many connections
 //! this host can hold (read from `/proc/sys`) with the recommendations in
 //! `config/sysctl.d/99-im-gateway.conf` (built in, so the binary and the shipped file
-//! never disagree), and logs one warning per setting that falls short.
+//! never disagree), and logs one warning line naming the settings that fall short
+//! (each with its values at `debug`; `scripts/tune-host.sh --check` prints the table).
 //!
 //! [`warn_below_recommendations`] is called once by `Gateway::start`. It only reads and
 //! logs; `scripts/tune-host.sh --apply` is how a host is changed. The comparison itself
 //! ([`check`]) is a pure function of the recommendations and a reader, for tests.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The shipped recommendations (sysctl.d syntax: `key = value`, `#` comments).
 pub const RECOMMENDED: &str = include_str!("../config/sysctl.d/99-im-gateway.conf");
@@ -132,22 +133,30 @@ pub fn recommendations() -> Vec<(String, String)> {
     recs
 }
 
-/// Logs one warning per host setting below recommendation (none on a tuned host).
-/// Returns how many there were.
+/// Logs one warning naming the host settings below recommendation (none on a tuned
+/// host: an `info` line then), and each of them with its current and recommended value
+/// at `debug`. Returns how many there were.
+///
+/// One line, not one per setting: a developer's laptop falls short on about ten, and
+/// ten warnings at every start bury the ones that matter.
 pub fn warn_below_recommendations() -> usize {
     let shortfalls = check(&recommendations(), read_sysctl);
     for s in &shortfalls {
-        warn!(
-            setting = %s.key,
-            current = %s.current,
-            recommended = %s.recommended,
-            "host setting below recommendation for ~1M connections (see config/sysctl.d/99-im-gateway.conf, scripts/tune-host.sh)"
-        );
+        debug!(setting = %s.key, current = %s.current, recommended = %s.recommended, "host setting below recommendation");
     }
     if shortfalls.is_empty() {
         info!("host settings meet the recommendations");
+        return 0;
     }
-    shortfalls.len()
+    let settings: Vec<&str> = shortfalls.iter().map(|s| s.key.as_str()).collect();
+    warn!(
+        count = settings.len(),
+        settings = %settings.join(", "),
+        "{} host settings below the recommendation for ~1M connections; `scripts/tune-host.sh --check` compares them \
+         (config/sysctl.d/99-im-gateway.conf, `--apply` to set them)",
+        settings.len()
+    );
+    settings.len()
 }
 
 #[cfg(test)]
