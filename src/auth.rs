@@ -87,8 +87,24 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
-fn read_pem(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|e| KeyError { key, message: format!("{}: {e}", path.display()) })
+/// Reads the PEM file that config key `key` names as an RSA key, else as an EC one
+/// (`what`: public or private), and says which algorithm it implies. The one loader of
+/// the verifier's and the minter's keys.
+fn pem_key<K, E>(
+    key: &'static str,
+    path: &std::path::Path,
+    what: &str,
+    rsa: impl Fn(&[u8]) -> Result<K, E>,
+    ec: impl Fn(&[u8]) -> Result<K, E>,
+) -> Result<(K, Algorithm), KeyError> {
+    let pem = std::fs::read(path).map_err(|e| KeyError { key, message: format!("{}: {e}", path.display()) })?;
+    if let Ok(k) = rsa(&pem) {
+        return Ok((k, Algorithm::RS256));
+    }
+    if let Ok(k) = ec(&pem) {
+        return Ok((k, Algorithm::ES256));
+    }
+    Err(KeyError { key, message: format!("{} is neither an RSA nor an EC {what} key in PEM", path.display()) })
 }
 
 impl Verifier {
@@ -97,17 +113,7 @@ impl Verifier {
         let (key, alg) = match &auth.jwt_public_key {
             None => (DecodingKey::from_secret(auth.jwt_secret.as_bytes()), Algorithm::HS256),
             Some(path) => {
-                let pem = read_pem("auth.jwt_public_key", path)?;
-                if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
-                    (k, Algorithm::RS256)
-                } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
-                    (k, Algorithm::ES256)
-                } else {
-                    return Err(KeyError {
-                        key: "auth.jwt_public_key",
-                        message: format!("{} is neither an RSA nor an EC public key in PEM", path.display()),
-                    });
-                }
+                pem_key("auth.jwt_public_key", path, "public", DecodingKey::from_rsa_pem, DecodingKey::from_ec_pem)?
             }
         };
         let mut validation = Validation::new(alg);
@@ -192,17 +198,7 @@ impl Minter {
                 })
             }
             (Some(_), Some(path)) => {
-                let pem = read_pem("auth.jwt_private_key", path)?;
-                if let Ok(k) = EncodingKey::from_rsa_pem(&pem) {
-                    (k, Algorithm::RS256)
-                } else if let Ok(k) = EncodingKey::from_ec_pem(&pem) {
-                    (k, Algorithm::ES256)
-                } else {
-                    return Err(KeyError {
-                        key: "auth.jwt_private_key",
-                        message: format!("{} is neither an RSA nor an EC private key in PEM", path.display()),
-                    });
-                }
+                pem_key("auth.jwt_private_key", path, "private", EncodingKey::from_rsa_pem, EncodingKey::from_ec_pem)?
             }
         };
         Ok(Self { key, alg, issuer: auth.issuer.clone(), audience: auth.audience.clone() })
