@@ -18,8 +18,9 @@
 //!   are atomic, so of two logins racing on two nodes the second always sees the first
 //!   and kicks it) and runs the periodic sweep (TTL renewal, re-filing, heartbeat,
 //!   reaping dead nodes);
-//! - `delivery.rs`: pub/sub messages for this node (pushes, broadcasts, cross-node kicks),
-//!   handed to the [`LocalNode`](super::LocalNode); and, for the admin API, the publishing side.
+//! - `delivery.rs`: pub/sub messages for this node (pushes, broadcasts, cross-node
+//!   kicks), handed to the [`LocalNode`](super::LocalNode); and, for the router (on
+//!   behalf of the admin API), the publishing side.
 //!
 //! Losing the subscription means losing Redis: it reconnects and reconciles again. A
 //! second task, `upstream.rs`, pipelines UPSTREAMs into `XADD` and answers each on its
