@@ -58,7 +58,10 @@ pub enum ShardMsg {
 /// and stop by `deadline_ms` from now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Drain {
+    /// The clients' retry hints are spread over this window (`server.drain_window_ms`).
     pub window_ms: u64,
+    /// Connections still open this long after the order are dropped
+    /// (`server.shutdown_timeout_ms`).
     pub deadline_ms: u64,
 }
 

@@ -4,7 +4,9 @@
 /// Key and channel names, as seen from gateway `gateway_id`.
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
+    /// `cluster.key_prefix`.
     pub(super) prefix: String,
+    /// The gateway whose keys these are.
     pub(super) gateway_id: String,
 }
 

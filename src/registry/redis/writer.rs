@@ -27,14 +27,18 @@ const CHUNK: usize = 512;
 /// A session change, from a shard.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Op {
+    /// `user`'s session `loc` was bound on this node.
     Opened { user: i64, loc: SessionLoc },
+    /// It ended, or a newer login displaced it.
     Closed { user: i64, loc: SessionLoc },
 }
 
 /// A location hash's fields one clean-up pass removes, and whether the user leaves
 /// the node's user set.
 struct Prune<'a> {
+    /// Location fields (session names) to HDEL.
     fields: Vec<&'a String>,
+    /// SREM the user from the node's user set (no session of it is left there).
     forget_user: bool,
 }
 
