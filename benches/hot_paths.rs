@@ -22,6 +22,7 @@ fn push_msg() -> PushMsg {
         r#type: 1,
         content: "x".repeat(64),
         server_ts_us: packet::now_us(),
+        ..Default::default()
     }
 }
 

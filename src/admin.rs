@@ -182,6 +182,8 @@ impl MsgSpec {
             r#type: self.kind,
             content: self.content,
             server_ts_us: packet::now_us(),
+            // `seq`: per-user sequence numbers come with reliable delivery; 0 until then.
+            ..Default::default()
         }
     }
 }

@@ -35,7 +35,7 @@ async fn auth_packet_logs_in_with_the_same_seq() {
     c.send(
         Command::Auth,
         7,
-        &proto::AuthRequest { token: token(&gw, 4242, Some(2)), platform: 2, device_id: String::new() },
+        &proto::AuthRequest { token: token(&gw, 4242, Some(2)), platform: 2, ..Default::default() },
     )
     .await;
     let p = c.recv().await;
@@ -55,8 +55,7 @@ async fn bad_token_in_auth_packet_closes_4001() {
     let wrong_key = im_gateway::auth::Minter::from_config(&other).unwrap().mint(5, None, 3600);
     for bad in ["not-a-jwt", wrong_key.as_str()] {
         let mut c = unauthed(&gw).await;
-        c.send(Command::Auth, 1, &proto::AuthRequest { token: bad.into(), platform: 1, device_id: String::new() })
-            .await;
+        c.send(Command::Auth, 1, &proto::AuthRequest { token: bad.into(), platform: 1, ..Default::default() }).await;
         let (code, reason) = c.expect_close().await;
         assert_eq!(code, 4001, "{bad}: {reason}");
     }

@@ -163,7 +163,7 @@ proptest! {
         seq in any::<i64>(), msg_id in any::<i64>(), sender_id in any::<i64>(), receiver_id in any::<i64>(),
         group_id in any::<i64>(), kind in any::<i32>(), content in ".{0,400}", server_ts_us in any::<i64>(),
     ) {
-        let msg = PushMsg { msg_id, sender_id, receiver_id, group_id, r#type: kind, content, server_ts_us };
+        let msg = PushMsg { msg_id, sender_id, receiver_id, group_id, r#type: kind, content, server_ts_us, ..Default::default() };
         let f = packet::frame(Command::Push, seq, &msg);
         let (header, len, rest) = read_server_frame(&f);
         prop_assert_eq!(header.opcode, OpCode::Data(Data::Binary));

@@ -46,6 +46,7 @@ pub fn push_frame_len(content_bytes: usize) -> usize {
         r#type: 1,
         content: "x".repeat(content_bytes),
         server_ts_us: client::now_us(),
+        ..Default::default()
     };
     im_gateway::packet::frame(Command::Push, 0, &msg).len()
 }

@@ -46,6 +46,8 @@ pub fn establish(shard: &Rc<Shard>, conn: &Rc<ConnHandle>, identity: Identity, p
         gateway_id: node.gateway_id().to_string(),
         shard: shard.id() as u32,
         heartbeat_interval_s: node.config.connection.heartbeat_interval_s as u32,
+        // `recovered`, `last_seq`, `epoch`: resume comes with reliable delivery.
+        ..Default::default()
     };
     conn.reply(packet::frame(Command::Auth, seq, &result));
     debug!(shard = shard.id(), conn = conn.id.raw(), user_id = identity.user_id, platform, "authenticated");

@@ -63,6 +63,8 @@ pub fn apply(ctx: &Ctx<'_>, msg: UpstreamMsg) -> Result<(), CloseReason> {
         r#type: msg.r#type,
         content: msg.content,
         server_ts_us: packet::now_us(),
+        // `seq`: per-user sequence numbers come with reliable delivery; 0 until then.
+        ..Default::default()
     };
     if !ctx.shard.push(&[msg.receiver_id], &push).here[0] {
         ctx.conn.reply(packet::error(

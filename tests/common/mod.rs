@@ -222,7 +222,8 @@ impl Client {
     /// Authenticates an upgraded connection with an AUTH packet and returns the
     /// AuthResult, which must answer with the same `seq`.
     pub async fn auth(&mut self, token: &str, platform: i32, seq: i64) -> proto::AuthResult {
-        let req = proto::AuthRequest { token: token.into(), platform, device_id: "test-device".into() };
+        let req =
+            proto::AuthRequest { token: token.into(), platform, device_id: "test-device".into(), ..Default::default() };
         self.send(Command::Auth, seq, &req).await;
         let p = self.recv().await;
         let h = p.header.as_ref().unwrap();
