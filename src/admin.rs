@@ -1,9 +1,9 @@
 //! The admin HTTP API (hyper, on the control-plane thread's tokio runtime).
 //!
 //! Backends push, broadcast, kick and look users up here; operators read `/v1/stats`,
-//! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard`. Handlers decode and check
-//! the request, hand it to the delivery facade ([`Router`](crate::router::Router)) or
-//! the registry, and shape the answer; nothing here touches a shard, the directory or a
+//! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard` (`/demo/` is the example chat
+//! page, [`crate::demo`]). Handlers decode and check the request, hand it to the
+//! delivery facade ([`Router`](crate::router::Router)) or the registry, and shape the answer; nothing here touches a shard, the directory or a
 //! connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
 
 use crate::metrics::ShardStats;
@@ -69,8 +69,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
 
 async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_string();
-    // The dashboard page holds no data (it fetches /v1/stats with the token itself).
-    let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/dashboard");
+    // The dashboard page holds no data (it fetches /v1/stats with the token itself);
+    // nor do the demo page and its script (the demo token is behind the admin token).
+    let open = matches!(path.as_str(), "/healthz" | "/readyz" | "/dashboard" | "/demo/" | "/demo/im-gateway.js");
     if let (Some(token), false) = (&node.config.admin.token, open) {
         if !bearer_matches(&req, token) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong admin bearer token");
@@ -118,6 +119,27 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
             .header("cache-control", "no-cache")
             .body(Full::new(Bytes::from_static(crate::dashboard::PAGE.as_bytes())))
             .expect("static response parts"),
+        (Method::GET, "/demo" | "/demo/index.html") => Response::builder()
+            .status(StatusCode::MOVED_PERMANENTLY)
+            .header("location", "/demo/")
+            .body(Full::new(Bytes::new()))
+            .expect("static response parts"),
+        (Method::GET, "/demo/") => Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .header("content-security-policy", crate::demo::CSP)
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from_static(crate::demo::PAGE.as_bytes())))
+            .expect("static response parts"),
+        (Method::GET, "/demo/im-gateway.js") => Response::builder()
+            .header("content-type", "text/javascript; charset=utf-8")
+            .header("cache-control", "no-cache")
+            .body(Full::new(Bytes::from_static(crate::demo::CLIENT_JS.as_bytes())))
+            .expect("static response parts"),
+        (Method::GET, "/demo/token") => match crate::demo::token(&node.config.auth, req.uri().query().unwrap_or("")) {
+            Ok(token) => json(StatusCode::OK, serde_json::json!({ "token": token })),
+            Err(e @ crate::demo::DemoTokenError::BadUser) => error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => error(StatusCode::FORBIDDEN, e.to_string()),
+        },
         (Method::GET, "/healthz") => json(StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (Method::GET, "/readyz") => {
             if node.phase() == Phase::Draining {
@@ -133,8 +155,18 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Reply {
         }
         (
             _,
-            "/v1/push" | "/v1/broadcast" | "/v1/kick" | "/v1/online" | "/v1/stats" | "/metrics" | "/healthz"
-            | "/readyz" | "/dashboard",
+            "/v1/push"
+            | "/v1/broadcast"
+            | "/v1/kick"
+            | "/v1/online"
+            | "/v1/stats"
+            | "/metrics"
+            | "/healthz"
+            | "/readyz"
+            | "/dashboard"
+            | "/demo/"
+            | "/demo/im-gateway.js"
+            | "/demo/token",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }

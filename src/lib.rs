@@ -24,8 +24,9 @@
 //! - [`session`]: a connection's shared face (outbound queue, close request), the
 //!   shard's session table, and how sessions are named (`SessionId`, `SessionName`).
 //! - [`ws`]: the WebSocket wire: HTTP upgrade parsing, allowed origins and the frame codec.
-//! - [`admin`], [`prometheus`], [`dashboard`]: the admin HTTP API on the control-plane
-//!   thread, its Prometheus exposition and its embedded per-core dashboard page.
+//! - [`admin`], [`prometheus`], [`dashboard`], [`demo`]: the admin HTTP API on the
+//!   control-plane thread, its Prometheus exposition, its embedded per-core dashboard
+//!   page and the example chat page (`/demo/`, on the JavaScript client).
 //! - [`admit`]: admission control beyond `max_connections`: the per-shard handshake
 //!   token bucket and the per-IP connection count.
 //! - [`auth`], [`config`], [`close`], [`packet`], [`proto`], [`metrics`], [`limits`]:
@@ -45,6 +46,7 @@ pub mod cmd;
 pub mod config;
 pub mod conn;
 pub mod dashboard;
+pub mod demo;
 pub mod directory;
 pub mod host;
 pub mod limits;
