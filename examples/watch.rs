@@ -1,14 +1,12 @@
-//! A tiny client for demos (`scripts/cluster-demo.sh`): logs in as a user, prints every
-//! packet it receives (AUTH result, PUSH, KICK) and the close code, and exits on close.
+//! A tiny client for demos (`scripts/cluster-demo.sh`), on the Rust client
+//! (`clients/rust`): logs in as a user, prints what happens (login, PUSH, KICK, close,
+//! reconnects after a drain) and exits once the connection is closed for good.
 //!
 //! `cargo run --example watch -- ADDR USER [PLATFORM] [LABEL]`; the token is minted with
 //! the key of `config/gateway.toml` (or the built-in development default).
 
-use futures_util::StreamExt;
 use im_gateway::config::{Config, Overrides};
-use im_gateway::proto::{AuthResult, Command, Kick, Packet, PushMsg};
-use prost::Message as _;
-use tokio_tungstenite::tungstenite::Message;
+use im_gateway_client::{Client, Config as ClientConfig, Event};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,34 +19,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let label = args.get(3).cloned().unwrap_or_else(|| format!("user {user}"));
     let config = Config::load(None, std::env::vars(), &Overrides::default())?;
     let token = im_gateway::auth::Minter::from_config(&config.auth)?.mint(user, Some(platform), 3600);
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={token}")).await?;
-    while let Some(m) = ws.next().await {
-        match m? {
-            Message::Binary(b) => {
-                let p = Packet::decode(b)?;
-                let command = p.header.as_ref().map_or(0, |h| h.command);
-                match Command::try_from(command) {
-                    Ok(Command::Auth) => {
-                        let r = AuthResult::decode(p.body)?;
-                        println!(
-                            "[{label}] logged in on {} shard {} (session {})",
-                            r.gateway_id, r.shard, r.session_id
-                        );
-                    }
-                    Ok(Command::Push) => {
-                        let m = PushMsg::decode(p.body)?;
-                        println!("[{label}] PUSH msg_id={} from={} content={:?}", m.msg_id, m.sender_id, m.content);
-                    }
-                    Ok(Command::Kick) => println!("[{label}] KICK reason={:?}", Kick::decode(p.body)?.reason),
-                    _ => println!("[{label}] packet command={command}"),
+    let mut client = ClientConfig::new(format!("ws://{addr}/ws"), token);
+    client.platform = platform;
+    let (_client, mut events) = Client::connect(client);
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Connected(r) => {
+                println!("[{label}] logged in on {} shard {} (session {})", r.gateway_id, r.shard, r.session_id)
+            }
+            Event::Push(m) => {
+                println!("[{label}] PUSH msg_id={} from={} content={:?}", m.msg_id, m.sender_id, m.content)
+            }
+            Event::Kick { reason } => println!("[{label}] KICK reason={reason:?}"),
+            Event::Disconnected(d) => {
+                println!("[{label}] closed {} {}", d.code, d.reason);
+                if !d.will_reconnect {
+                    break;
                 }
             }
-            Message::Close(f) => {
-                let (code, reason) = f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or_default();
-                println!("[{label}] closed {code} {reason}");
-                break;
-            }
-            _ => {}
+            Event::Reconnecting { delay, cause, .. } => println!("[{label}] reconnecting in {delay:?} ({cause:?})"),
+            Event::Error(e) => println!("[{label}] error: {e}"),
+            Event::Connecting { .. } | Event::Heartbeat { .. } => {}
         }
     }
     Ok(())
