@@ -1,10 +1,13 @@
 //! One load-test client: a real WebSocket connection to the gateway, authenticated with a
 //! token minted from the gateway's own key (at the upgrade, as `?token=`), from a chosen
-//! 127.0.0.x source address.
+//! 127.0.0.x source address. The protocol (upgrade, AUTH, packets) is the Rust client's
+//! (`clients/rust`, its `Connection` layer); this file adds the source address, the
+//! timings and the receipt bookkeeping a load test needs, and the raw HEARTBEAT frames
+//! of the round-trip phases (byte-level, below any client).
 
 use crate::hist::Hist;
-use futures_util::{SinkExt, StreamExt};
-use im_gateway::proto::{AuthResult, Command, Header, Packet, PushMsg};
+use im_gateway::proto::{Command, Header, Packet};
+use im_gateway_client::{ConnectError, ConnectOptions, Connection, Incoming, PushMsg, TokenTransport};
 use prost::Message as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,11 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
 /// An open, authenticated connection.
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = Connection;
 
 /// Why an attempt failed, as the storm report counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,37 +121,19 @@ pub async fn open(
         })?;
         let _ = stream.set_nodelay(true);
         let connect_us = start.elapsed().as_micros() as u64;
-        let url = format!("ws://{target}/ws?token={token}");
-        let (mut ws, _) =
-            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await.map_err(|e| match e {
-                tungstenite::Error::Http(resp) => Refusal {
-                    failure: Failure::Status(resp.status().as_u16()),
-                    retry_after_ms: resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| s * 1000),
-                },
-                tungstenite::Error::Io(_) | tungstenite::Error::ConnectionClosed => Failure::Closed.into(),
-                _ => Failure::Local.into(),
-            })?;
-        let upgrade_us = start.elapsed().as_micros() as u64;
-        let shard = loop {
-            match ws.next().await {
-                Some(Ok(Message::Binary(b))) => {
-                    let packet = Packet::decode(b).map_err(|_| Failure::Closed)?;
-                    let command = packet.header.as_ref().map_or(0, |h| h.command);
-                    if command == Command::Auth as i32 {
-                        break AuthResult::decode(packet.body).map_err(|_| Failure::Closed)?.shard;
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => return Err(Failure::Closed.into()),
+        let mut o = ConnectOptions::new(format!("ws://{target}/ws"), token);
+        o.transport = TokenTransport::Query;
+        o.ws_config = ws_config();
+        let (ws, auth, at) = Connection::open_on(stream, &o).await.map_err(|e| match e {
+            ConnectError::Refused { status, retry_after } => {
+                Refusal { failure: Failure::Status(status), retry_after_ms: retry_after.map(|d| d.as_millis() as u64) }
             }
-        };
-        let auth_us = start.elapsed().as_micros() as u64;
-        Ok((ws, shard, Timings { connect_us, upgrade_us, auth_us }))
+            ConnectError::Io(_) | ConnectError::Closed(_) | ConnectError::Protocol(_) => Failure::Closed.into(),
+            _ => Failure::Local.into(),
+        })?;
+        let upgrade_us = (at.upgraded - start).as_micros() as u64;
+        let auth_us = (at.authed - start).as_micros() as u64;
+        Ok((ws, auth.shard, Timings { connect_us, upgrade_us, auth_us }))
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(r) => r,
@@ -253,12 +236,12 @@ impl Receipts {
 }
 
 /// How a connection ended.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Ended {
-    /// Close code from the server (0: none, the socket just went).
+    /// Close code from the server (1006: none, the socket just went).
     pub code: u16,
-    /// `retry_after_ms` from a 1001 close reason.
-    pub retry_after_ms: Option<u64>,
+    /// The close reason (a 1001 carries `retry_after_ms=N`).
+    pub reason: String,
     /// We ended it (stop signal).
     pub by_us: bool,
 }
@@ -273,46 +256,30 @@ pub async fn live(
     receipts: Option<Arc<Receipts>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Ended {
-    let mut seq = 1;
     let mut next = tokio::time::Instant::now() + heartbeat.mul_f64(fastrand::f64());
     loop {
         tokio::select! {
             _ = stop.changed() => {
-                let _ = ws.close(None).await;
+                ws.close(1000, "").await;
                 return Ended { by_us: true, ..Default::default() };
             }
             _ = tokio::time::sleep_until(next) => {
-                if ws.send(Message::binary(packet(Command::Heartbeat, seq))).await.is_err() {
-                    return Ended::default();
+                if let Err(c) = ws.heartbeat().await {
+                    return Ended { code: c.code, reason: c.reason, by_us: false };
                 }
-                seq += 1;
                 next += heartbeat;
             }
-            m = ws.next() => match m {
-                Some(Ok(Message::Binary(b))) => {
-                    let Some(receipts) = &receipts else { continue };
-                    let Ok(packet) = Packet::decode(b) else { continue };
-                    if packet.header.as_ref().map(|h| h.command) == Some(Command::Push as i32) {
-                        if let Ok(push) = PushMsg::decode(packet.body) {
-                            receipts.record(shard, &push);
-                        }
+            m = ws.recv() => match m {
+                Ok(Incoming::Push(push)) => {
+                    if let Some(receipts) = &receipts {
+                        receipts.record(shard, &push);
                     }
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let (code, reason) = frame.map_or((0, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                    return Ended { code, retry_after_ms: retry_after(&reason), by_us: false };
-                }
-                Some(Ok(_)) => {}
-                _ => return Ended::default(),
+                Ok(_) => {}
+                Err(c) => return Ended { code: c.code, reason: c.reason, by_us: false },
             },
         }
     }
-}
-
-/// `retry_after_ms=N` in a close reason.
-fn retry_after(reason: &str) -> Option<u64> {
-    let at = reason.find("retry_after_ms=")? + "retry_after_ms=".len();
-    reason[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -325,11 +292,5 @@ mod tests {
         assert!(!super::is_heartbeat_reply(&other));
         assert!(!super::is_heartbeat_reply(&super::heartbeat_request()));
         assert!(!super::is_heartbeat_reply(&[0x82]));
-    }
-
-    #[test]
-    fn retry_after_is_read_from_the_close_reason() {
-        assert_eq!(super::retry_after("going away; retry_after_ms=1234"), Some(1234));
-        assert_eq!(super::retry_after("going away"), None);
     }
 }

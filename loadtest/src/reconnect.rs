@@ -1,13 +1,15 @@
 //! `reconnect-storm`: N connected clients lose the gateway at once (it drains on SIGTERM,
-//! or dies on SIGKILL) and come back the way a well-behaved app does: after the
-//! `retry_after_ms` of the 1001 close (or the Retry-After of a 503), plus jitter, else
-//! with jittered exponential back-off. Reports the time until all are back and the
-//! failures on the way.
+//! or dies on SIGKILL) and come back by the Rust client's reconnect policy
+//! (`im_gateway_client::Backoff`, the same as the JavaScript client's): after the
+//! `retry_after_ms` of the 1001 close, or the Retry-After of a 503 plus up to a second,
+//! else with full-jitter exponential back-off. Reports the time until all are back and
+//! the failures on the way.
 
 use crate::client::{self, Failure};
 use crate::storm::{self, Plan};
 use crate::Common;
 use anyhow::{bail, Context, Result};
+use im_gateway_client::backoff::{retry_after_ms, Backoff, BackoffConfig, Ending, Next};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,20 +63,19 @@ pub async fn run(common: &Common, plan: &Plan, a: &ReconnectArgs) -> Result<Valu
                 return;
             }
             *tally.codes.lock().unwrap().entry(ended.code).or_default() += 1;
-            let mut wait = match ended.retry_after_ms {
-                Some(ms) => {
-                    tally.hinted.fetch_add(1, Ordering::Relaxed);
-                    Duration::from_millis(ms)
-                }
-                None => Duration::from_millis(100 + fastrand::u64(0..900)),
-            };
-            let mut backoff = Duration::from_millis(200);
+            let mut policy = Backoff::new(BackoffConfig::default());
+            if retry_after_ms(&ended.reason).is_some() {
+                tally.hinted.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut ending = Ending::Closed { code: ended.code, reason: ended.reason };
             let user = plan.first_user + i as i64;
             let target = plan.targets[i % plan.targets.len()];
             let deadline = Instant::now() + give_up;
             loop {
-                // Jitter on top of whatever we were told.
-                tokio::time::sleep(wait + wait.mul_f64(0.2 * fastrand::f64())).await;
+                // The connection before the storm was long-lived: the policy starts afresh.
+                let lived = if matches!(ending, Ending::Closed { .. }) { give_up } else { Duration::ZERO };
+                let Next::After { delay, .. } = policy.decide(&ending, lived, false) else { return };
+                tokio::time::sleep(delay).await;
                 if Instant::now() > deadline {
                     return;
                 }
@@ -90,12 +91,11 @@ pub async fn run(common: &Common, plan: &Plan, a: &ReconnectArgs) -> Result<Valu
                     }
                     Err(r) => {
                         *tally.failures.lock().unwrap().entry(r.failure.key()).or_default() += 1;
-                        wait = match (r.failure, r.retry_after_ms) {
-                            (Failure::Status(503), Some(ms)) => Duration::from_millis(ms),
-                            _ => {
-                                backoff = (backoff * 2).min(Duration::from_secs(5));
-                                backoff.mul_f64(0.5 + 0.5 * fastrand::f64())
+                        ending = match r.failure {
+                            Failure::Status(status) => {
+                                Ending::Refused { status, retry_after: r.retry_after_ms.map(Duration::from_millis) }
                             }
+                            _ => Ending::Failed,
                         };
                     }
                 }

@@ -341,11 +341,17 @@ impl Connection {
         self.write(Command::Ack, seq, &Ack { up_to_seq, ..Default::default() }).await
     }
 
-    /// Closes with `code` and waits (briefly: the caller bounds it) for the server's
-    /// answer.
+    /// The TCP stream under the WebSocket, for byte-level work past the handshake (a
+    /// load test's raw round trips). Bytes tungstenite had read but not yet returned are
+    /// lost: take it between exchanges.
+    pub fn into_inner(self) -> TcpStream {
+        self.ws.into_inner()
+    }
+
+    /// Sends a close frame with `code` (the server's answer is not awaited; `recv`
+    /// returns it).
     pub async fn close(&mut self, code: u16, reason: &str) {
         let _ = self.ws.close(Some(close_frame(code, reason))).await;
-        while let Some(Ok(_)) = self.ws.next().await {}
     }
 }
 
