@@ -19,7 +19,7 @@ export const SECRET = "sdk-test-secret-0123456789abcdef";
 
 /** The gateway binary: $IMGW_BIN, else target/debug/im-gateway (scripts/test.sh builds it). */
 export function binary() {
-  return process.env.IMGW_BIN ?? path.join(ROOT, "target", "debug", "im-gateway");
+  return path.resolve(process.env.IMGW_BIN ?? path.join(ROOT, "target", "debug", "im-gateway"));
 }
 
 /** A free loopback port (bound and released). */
@@ -67,7 +67,14 @@ class Gateway {
     this.child = child;
     this.log = [];
     this.waiters = [];
-    this.exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+    this.exited = new Promise((resolve) => {
+      child.once("exit", (code, signal) => resolve({ code, signal }));
+      // Not startable (no binary): say so instead of an unhandled 'error'.
+      child.once("error", (err) => {
+        this.log.push({ raw: `cannot run ${binary()}: ${err.message}` });
+        resolve({ code: null, signal: null });
+      });
+    });
     this.exited.then(() => {
       for (const w of this.waiters) w.reject(new Error(`im-gateway exited; log:\n${this.text()}`));
       this.waiters = [];

@@ -29,7 +29,7 @@ async fn connects_heartbeats_and_closes() {
     let at = rec.until("Disconnected", |e| matches!(e, Event::Disconnected(_))).await;
     let Event::Disconnected(d) = &rec.seen[at].1 else { unreachable!() };
     assert_eq!((d.code, d.was_connected, d.will_reconnect), (1000, true, false));
-    assert!(rec.events.recv().await.is_none(), "the event stream ends");
+    assert!(rec.ended().await, "the event stream ends");
     assert_eq!(c.state(), State::Closed);
     wait_online(&gw, 101, 0).await;
     gw.stop();
@@ -108,7 +108,7 @@ async fn kick_is_final() {
     let at = rec.until("Disconnected", |e| matches!(e, Event::Disconnected(_))).await;
     let Event::Disconnected(d) = &rec.seen[at].1 else { unreachable!() };
     assert_eq!((d.code, d.will_reconnect), (4003, false));
-    assert!(rec.events.recv().await.is_none(), "no reconnect: the event stream ends");
+    assert!(rec.ended().await, "no reconnect: the event stream ends");
     assert_eq!(c.state(), State::Closed);
     assert!(matches!(c.send(UpstreamMsg::default()).await, Err(RequestError::NotConnected)));
     gw.stop();
@@ -124,7 +124,7 @@ async fn refused_tokens_are_final() {
     let Event::Disconnected(d) = &rec.seen[at].1 else { unreachable!() };
     assert_eq!((d.code, d.was_connected, d.will_reconnect), (4001, false, false));
     assert!(matches!(rec.seen[at - 1].1, Event::Error(_)), "{:?}", rec.names());
-    assert!(rec.events.recv().await.is_none());
+    assert!(rec.ended().await);
     assert_eq!(c.state(), State::Closed);
 
     // In the query: HTTP 401, final with a fixed token.

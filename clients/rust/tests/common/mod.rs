@@ -75,30 +75,45 @@ pub async fn wait_online(gw: &Gateway, user: i64, n: usize) {
     }
 }
 
-/// Every event of a client, as read so far.
+/// Every event of a client with the time it came out of the client: a task reads the
+/// events as they come (so the times are the client's, not the test's), the test reads
+/// them from here.
 pub struct Recorder {
-    pub events: Events,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(tokio::time::Instant, Event)>,
     pub seen: Vec<(tokio::time::Instant, Event)>,
 }
 
 impl Recorder {
-    pub fn new(events: Events) -> Self {
-        Self { events, seen: Vec::new() }
+    pub fn new(mut events: Events) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if tx.send((tokio::time::Instant::now(), e)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { rx, seen: Vec::new() }
     }
 
     /// Reads events until one matches; returns its index in `seen`.
     pub async fn until(&mut self, what: &str, f: impl Fn(&Event) -> bool) -> usize {
         loop {
-            let e = tokio::time::timeout(HANG, self.events.recv())
+            let (at, e) = tokio::time::timeout(HANG, self.rx.recv())
                 .await
                 .unwrap_or_else(|_| panic!("no {what} in time; events: {:?}", self.names()))
                 .unwrap_or_else(|| panic!("events ended before {what}: {:?}", self.seen));
             let hit = f(&e);
-            self.seen.push((tokio::time::Instant::now(), e));
+            self.seen.push((at, e));
             if hit {
                 return self.seen.len() - 1;
             }
         }
+    }
+
+    /// True when the client's event stream ends with no further event.
+    pub async fn ended(&mut self) -> bool {
+        tokio::time::timeout(HANG, self.rx.recv()).await.expect("the event stream ends in time").is_none()
     }
 
     pub fn names(&self) -> Vec<String> {
