@@ -3,8 +3,8 @@
 //! Backends push, broadcast, kick and look users up here; operators read `/v1/stats`,
 //! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard` (`/demo/` is the example chat
 //! page, [`crate::demo`]). Handlers decode and check the request, hand it to the
-//! delivery facade ([`Router`](crate::router::Router)) or the registry, and shape the answer; nothing here touches a shard, the directory or a
-//! connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
+//! delivery facade ([`Router`](crate::router::Router)) or the registry, and shape the
+//! answer; nothing here touches a shard, the directory or a connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
 
 use crate::metrics::ShardStats;
 use crate::node::{Node, Phase};
