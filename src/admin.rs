@@ -4,7 +4,8 @@
 //! `/metrics`, `/healthz`, `/readyz` and watch `/dashboard` (`/demo/` is the example chat
 //! page, [`crate::demo`]). Handlers decode and check the request, hand it to the
 //! delivery facade ([`Router`](crate::router::Router)) or the registry, and shape the
-//! answer; nothing here touches a shard, the directory or a connection. Every bad request is a 4xx with a JSON `{"error": ".."}`.
+//! answer; nothing here touches a shard, the directory or a connection. Every bad
+//! request is a 4xx with a JSON `{"error": ".."}`.
 
 use crate::metrics::ShardStats;
 use crate::node::{Node, Phase};
